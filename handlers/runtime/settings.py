@@ -1,0 +1,128 @@
+"""The one place polydub reads its configuration.
+
+Every knob is a ``POLYDUB_*`` environment variable, read once into a typed,
+validated :class:`Settings` object. Handlers receive the object; none of them
+reads the environment or carries its own copy of a default. The README's
+configuration table is generated from the field descriptions here
+(``polydub config --markdown``), so the docs cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ObjectStoreKind = Literal["local", "s3"]
+InferenceKind = Literal["local", "triton"]
+
+
+class Settings(BaseSettings):
+    """Typed configuration for every polydub process."""
+
+    model_config = SettingsConfigDict(env_prefix="POLYDUB_", extra="ignore", frozen=True)
+
+    # --- event bus -----------------------------------------------------------
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated."
+    )
+    consumer_group_prefix: str = Field(
+        "polydub", description="Prefix of every stage's consumer group (`<prefix>.<stage>`)."
+    )
+    topic_prefix: str = Field(
+        "", description="Prefix added to every topic name, to share one cluster between deployments."
+    )
+
+    # --- object store --------------------------------------------------------
+    object_store: ObjectStoreKind = Field(
+        "local", description="`local` (a folder, the embedded default) or `s3`."
+    )
+    local_store_dir: Path = Field(
+        Path(".polydub/store"), description="Root folder of the `local` object store."
+    )
+    s3_endpoint: str | None = Field(
+        None, description="S3 endpoint URL (SeaweedFS, MinIO, ...); unset means AWS."
+    )
+    s3_bucket: str = Field("polydub", description="Bucket holding every job's media.")
+    s3_region: str = Field("us-east-1", description="S3 region name.")
+    s3_access_key: str | None = Field(None, description="S3 access key id.")
+    s3_secret_key: str | None = Field(None, description="S3 secret access key.")
+
+    # --- inference -----------------------------------------------------------
+    inference: InferenceKind = Field(
+        "local", description="`local` runs engines in process; `triton` calls a Triton server."
+    )
+    triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC endpoint (host:port).")
+    triton_timeout_s: float = Field(
+        120.0, gt=0, description="Deadline of one Triton inference call, in seconds."
+    )
+
+    # --- pipeline ------------------------------------------------------------
+    chunk_seconds: float = Field(
+        10.0, gt=1.0, description="Longest chunk of timeline one handler call works on, in seconds."
+    )
+    chunk_overlap_seconds: float = Field(
+        1.0, ge=0.0, description="Context shared by neighbouring chunks, crossfaded at merge."
+    )
+    sample_rate: int = Field(
+        22050, ge=8000, description="Sample rate of the dub track inside the pipeline, in Hz."
+    )
+    max_speedup: float = Field(
+        1.35, ge=1.0, description="Largest time-stretch speed-up used to fit a segment's slot."
+    )
+    retry_max_attempts: int = Field(
+        4, ge=1, description="Attempts of one chunk's stage before the job fails."
+    )
+    retry_backoff_s: float = Field(
+        0.5, ge=0.0, description="First retry delay in seconds; doubles on every attempt."
+    )
+    retry_backoff_max_s: float = Field(
+        30.0, ge=0.0, description="Upper bound of one retry delay, in seconds."
+    )
+
+    # --- local stack ---------------------------------------------------------
+    stack_dir: Path = Field(
+        Path(".polydub/stack"),
+        description="Where `polydub stack` keeps server data, logs and its state file.",
+    )
+
+    # --- telemetry -----------------------------------------------------------
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP gRPC endpoint for traces; unset writes JSON lines instead."
+    )
+    trace_file: Path = Field(
+        Path(".polydub/traces.jsonl"), description="JSON-lines span file used without OTLP."
+    )
+    log_level: str = Field("INFO", description="Log level of the structured JSON logs.")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="`json` for machines, `text` for a person at a terminal."
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(
+                f"unknown log level {value!r}; use DEBUG, INFO, WARNING, ERROR or CRITICAL"
+            )
+        return level
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()
+
+
+def settings_markdown() -> str:
+    """A Markdown table of every setting, for the README."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "unset" if default is None else f"`{default}`"
+        rows.append(f"| `POLYDUB_{name.upper()}` | {shown} | {field.description} |")
+    return "\n".join(rows)
