@@ -123,6 +123,11 @@ def settings_markdown() -> str:
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
         default = field.default
-        shown = "unset" if default is None else f"`{default}`"
+        if default is None:
+            shown = "unset"
+        elif default == "":
+            shown = "empty"
+        else:
+            shown = f"`{default}`"
         rows.append(f"| `POLYDUB_{name.upper()}` | {shown} | {field.description} |")
     return "\n".join(rows)

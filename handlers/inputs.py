@@ -1,0 +1,42 @@
+"""Validation of a job's inputs, shared by the ingest stage and ``polydub run``.
+
+Both must reject the same things with the same words, so the checks live here
+once: the video must exist and carry both a video and an audio stream, the
+subtitles must parse and fit the video.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from handlers.runtime.errors import InputError
+from handlers.runtime.media import MediaInfo, probe
+from handlers.runtime.subtitles import Segment, parse_subtitles, validate_segments
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    """A probed video and its validated target-language segments."""
+
+    media: MediaInfo
+    segments: tuple[Segment, ...]
+
+
+def validate_inputs(video: Path, subtitles: Path | str) -> JobInputs:
+    """Probe the video and parse the subtitles, or raise an :class:`InputError`."""
+    media = probe(video)
+    if not media.has_video:
+        raise InputError(
+            f"{video} has no video stream",
+            "polydub dubs videos; give a file with a video and an audio stream",
+        )
+    if not media.has_audio:
+        raise InputError(
+            f"{video} has no audio stream, so there is no speaker to dub",
+            "give the original video with its soundtrack",
+        )
+    if isinstance(subtitles, Path) and not subtitles.exists():
+        raise InputError(f"subtitle file {subtitles} does not exist", "check the --subs path")
+    segments = validate_segments(parse_subtitles(subtitles), video_duration_s=media.duration_s)
+    return JobInputs(media=media, segments=tuple(segments))

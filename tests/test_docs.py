@@ -1,0 +1,27 @@
+"""Docs that users read must match the code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from handlers.runtime.settings import settings_markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_opens_with_the_two_setup_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("```sh", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
+    assert commands == ["make demo", "make test"]
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    script = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert [line for line in script if line and not line.startswith(("#", "set ", "cd "))] == ["make test"]
+
+
+def test_readme_settings_table_matches_the_settings() -> None:
+    assert settings_markdown() in (ROOT / "README.md").read_text(), (
+        "README configuration table is stale; paste `polydub config --markdown`"
+    )
