@@ -181,7 +181,8 @@ def scalar(item: Item, name: str, default: Any = None) -> Any:
 
 
 def render_config(model: ServedModel, kind: str = "KIND_GPU", count: int = 1,
-                  max_queue_delay_us: int = 5000, extra: str = "") -> str:
+                  max_queue_delay_us: int = 5000, parameters: dict[str, str] | None = None,
+                  header: str = "") -> str:
     """The ``config.pbtxt`` text for a model (the checked-in files are tested against it)."""
 
     def block(spec: TensorSpec) -> str:
@@ -201,8 +202,14 @@ def render_config(model: ServedModel, kind: str = "KIND_GPU", count: int = 1,
 
     inputs = ",\n".join(block(s) for s in model.inputs)
     outputs = ",\n".join(block(s) for s in model.outputs)
+    params = "".join(
+        f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n'
+        for key, value in sorted((parameters or {}).items())
+    )
+    comment = "".join(f"# {line}\n".replace("# \n", "#\n") for line in header.strip().splitlines())
     return (
-        f'name: "{model.name}"\n'
+        comment
+        + f'name: "{model.name}"\n'
         'backend: "python"\n'
         f"max_batch_size: {model.max_batch_size}\n"
         f"input [\n{inputs}\n]\n"
@@ -211,5 +218,32 @@ def render_config(model: ServedModel, kind: str = "KIND_GPU", count: int = 1,
         f"  max_queue_delay_microseconds: {max_queue_delay_us}\n"
         "}\n"
         f"instance_group [ {{ kind: {kind}, count: {count} }} ]\n"
-        f"{extra}"
+        + params
     )
+
+
+def triton_model_class(build: Any) -> type:
+    """The ``TritonPythonModel`` class for a model.py: initialize builds, execute batches.
+
+    ``build(parameters: dict[str, str])`` returns the :class:`ServedModel`;
+    parameters come from the config's ``parameters`` block.
+    """
+
+    class TritonPythonModel:
+        def initialize(self, args: dict[str, Any]) -> None:
+            import json
+
+            import triton_python_backend_utils as pb_utils  # only inside Triton
+
+            config = json.loads(args["model_config"])
+            parameters = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+            self._pb_utils = pb_utils
+            self._model = build(parameters)
+
+        def execute(self, requests: list[Any]) -> list[Any]:
+            return serve_triton_requests(self._model, requests, self._pb_utils)
+
+        def finalize(self) -> None:
+            self._model = None
+
+    return TritonPythonModel

@@ -23,8 +23,8 @@ class JobInputs:
     segments: tuple[Segment, ...]
 
 
-def validate_inputs(video: Path, subtitles: Path | str) -> JobInputs:
-    """Probe the video and parse the subtitles, or raise an :class:`InputError`."""
+def validate_inputs(video: Path, subtitles: Path | list[Segment]) -> JobInputs:
+    """Probe the video, parse (a file) and validate the subtitles, or raise :class:`InputError`."""
     media = probe(video)
     if not media.has_video:
         raise InputError(
@@ -36,7 +36,9 @@ def validate_inputs(video: Path, subtitles: Path | str) -> JobInputs:
             f"{video} has no audio stream, so there is no speaker to dub",
             "give the original video with its soundtrack",
         )
-    if isinstance(subtitles, Path) and not subtitles.exists():
-        raise InputError(f"subtitle file {subtitles} does not exist", "check the --subs path")
-    segments = validate_segments(parse_subtitles(subtitles), video_duration_s=media.duration_s)
+    if isinstance(subtitles, Path):
+        if not subtitles.exists():
+            raise InputError(f"subtitle file {subtitles} does not exist", "check the --subs path")
+        subtitles = parse_subtitles(subtitles)
+    segments = validate_segments(subtitles, video_duration_s=media.duration_s)
     return JobInputs(media=media, segments=tuple(segments))

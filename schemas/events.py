@@ -177,7 +177,6 @@ class JobAccepted(Envelope):
 class _ChunkEvent(Envelope):
     chunk_index: int = Field(ge=0)
     n_chunks: int = Field(ge=1)
-    attempt: int = Field(0, ge=0, description="Retry attempt of this chunk's current stage.")
 
     @model_validator(mode="after")
     def _index_in_range(self) -> _ChunkEvent:

@@ -38,6 +38,14 @@ ALL_TOPICS: Final[tuple[str, ...]] = (
 )
 
 
+# The topic each event type is published to (most share their event's name).
+TOPIC_OF_EVENT: Final[dict[str, str]] = {
+    **{topic: topic for topic in ALL_TOPICS if topic not in (RETRY, DEAD_LETTER)},
+    "retry.scheduled": RETRY,
+    "dead.letter": DEAD_LETTER,
+}
+
+
 def topic_name(topic: str, prefix: str = "") -> str:
     """The physical topic for a logical one, with the deployment's prefix."""
     if topic not in ALL_TOPICS:

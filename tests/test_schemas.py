@@ -41,7 +41,7 @@ S3 = "s3://polydub/jobs/job-0001"
 
 def _examples() -> list:
     """One populated instance of every event."""
-    chunk = {"job_id": JOB, "chunk_index": 1, "n_chunks": 3, "attempt": 2}
+    chunk = {"job_id": JOB, "chunk_index": 1, "n_chunks": 3}
     qc = QCSummary(passed=True, warnings=["sync offset 60 ms in chunk 2"], metrics={"lufs": -23.1},
                    report_uri=f"{S3}/qc.json")
     return [
@@ -184,6 +184,11 @@ def test_status_codes_are_stable_and_documented() -> None:
     }
     assert all(code.meaning for code in StatusCode)
     assert [c.is_failure for c in StatusCode].count(True) == 6
+
+
+def test_every_event_type_has_a_topic() -> None:
+    for model in EVENT_MODELS:
+        assert topics.TOPIC_OF_EVENT[event_type_of(model)] in topics.ALL_TOPICS
 
 
 def test_topic_prefix() -> None:

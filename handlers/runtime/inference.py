@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import re
 import threading
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol
 
 import numpy as np
@@ -30,6 +32,7 @@ from handlers.runtime.settings import Settings
 MODEL_REPOSITORY = Path(__file__).resolve().parents[2] / "triton_models"
 
 Arrays = dict[str, np.ndarray]
+_PARAMETER = re.compile(r'parameters\s*\{\s*key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"')
 
 
 class InferenceClient(Protocol):
@@ -38,8 +41,8 @@ class InferenceClient(Protocol):
     async def close(self) -> None: ...
 
 
-def load_served_model(name: str, repository: Path = MODEL_REPOSITORY) -> Any:
-    """Import ``<repository>/<name>/1/model.py`` and build its adapter (``SERVED_MODEL``)."""
+def load_adapter_module(name: str, repository: Path = MODEL_REPOSITORY) -> ModuleType:
+    """Import ``<repository>/<name>/1/model.py``, the adapter Triton serves."""
     path = repository / name / "1" / "model.py"
     if not path.exists():
         known = sorted(p.name for p in repository.iterdir() if (p / "config.pbtxt").exists())
@@ -48,7 +51,19 @@ def load_served_model(name: str, repository: Path = MODEL_REPOSITORY) -> Any:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.build_served_model(parameters={})
+    return module
+
+
+def config_parameters(name: str, repository: Path = MODEL_REPOSITORY) -> dict[str, str]:
+    """The ``parameters`` of a model's ``config.pbtxt`` (string values), as Triton passes them."""
+    text = (repository / name / "config.pbtxt").read_text()
+    return dict(_PARAMETER.findall(text))
+
+
+def load_served_model(name: str, repository: Path = MODEL_REPOSITORY) -> Any:
+    """Build the adapter of a model in process, with its config's parameters."""
+    module = load_adapter_module(name, repository)
+    return module.build_served_model(config_parameters(name, repository))
 
 
 class LocalInferenceClient:

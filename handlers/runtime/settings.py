@@ -73,6 +73,31 @@ class Settings(BaseSettings):
     max_speedup: float = Field(
         1.35, ge=1.0, description="Largest time-stretch speed-up used to fit a segment's slot."
     )
+    max_handler_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="Longest one event may take in a handler before the consumer leaves its group.",
+    )
+    lipsync_frames_per_call: int = Field(
+        125,
+        ge=1,
+        description="Frames sent to the lip-sync model in one inference call (bounds request size).",
+    )
+    intermediate_crf: int = Field(
+        12, ge=0, le=51, description="H.264 CRF of lip-synced chunk videos (re-encoded once more at merge)."
+    )
+    duck_db: float = Field(
+        -14.0, le=0.0, description="Gain of the original soundtrack under the dub while it speaks, in dB."
+    )
+    duck_attack_s: float = Field(0.08, ge=0.0, description="How fast the original ducks before speech, in seconds.")
+    duck_release_s: float = Field(0.3, ge=0.0, description="How fast it comes back after speech, in seconds.")
+    loudness_target_lufs: float = Field(
+        -23.0, le=0.0, description="Integrated loudness of the output mix (-23 broadcast, -16 web)."
+    )
+    true_peak_dbfs: float = Field(-1.0, le=0.0, description="Peak ceiling of the output mix, in dBFS.")
+    output_audio_rate: int = Field(
+        48000, ge=8000, description="Sample rate of the output video's soundtrack, in Hz."
+    )
     retry_max_attempts: int = Field(
         4, ge=1, description="Attempts of one chunk's stage before the job fails."
     )
@@ -87,6 +112,34 @@ class Settings(BaseSettings):
     stack_dir: Path = Field(
         Path(".polydub/stack"),
         description="Where `polydub stack` keeps server data, logs and its state file.",
+    )
+    stack_broker_port: int = Field(
+        0, ge=0, le=65535, description="Kafka port of the stack's broker; 0 picks a free port."
+    )
+    stack_broker_storage: Literal["memory", "s3"] = Field(
+        "memory",
+        description="Stack broker storage: `memory` (lost on stop) or `s3` (durable, on the "
+        "stack's SeaweedFS).",
+    )
+    stack_s3_port: int = Field(
+        0, ge=0, le=65535, description="S3 port of the stack's SeaweedFS; 0 picks a free port."
+    )
+    stack_triton_grpc_port: int = Field(
+        0, ge=0, le=65535, description="gRPC port of the stack's Triton; 0 picks a free port."
+    )
+    stack_triton_http_port: int = Field(
+        0, ge=0, le=65535, description="HTTP port of the stack's Triton; 0 picks a free port."
+    )
+    stack_startup_timeout_s: float = Field(
+        120.0, gt=0, description="Longest wait for one stack server to become healthy, in seconds."
+    )
+    triton_model_repository: Path = Field(
+        Path("triton_models"), description="Model repository the stack's Triton serves."
+    )
+    triton_model_control: Literal["none", "explicit"] = Field(
+        "none",
+        description="Triton model control: `none` loads every model at start, `explicit` loads "
+        "none until asked.",
     )
 
     # --- telemetry -----------------------------------------------------------

@@ -1,0 +1,82 @@
+"""The tensor interfaces of each model family, as Triton and the local client see them.
+
+Every TTS model has the same inputs and outputs, and so has every VC and every
+lip-sync model: the stage handlers are engine-agnostic, and a job switches
+engines by model name alone (``tts_espeak`` vs ``tts_fastpitch``). The
+``config.pbtxt`` of each model is generated from these specs
+(``python -m infra.triton_configs``) and a test keeps them equal.
+
+Shapes exclude the batch axis. Variable-length tensors come with an INT64
+``*_LENGTH`` tensor of shape ``[1]``; strings are UTF-8 bytes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engines.batching import TensorSpec
+
+F32 = np.dtype(np.float32)
+I64 = np.dtype(np.int64)
+I32 = np.dtype(np.int32)
+U8 = np.dtype(np.uint8)
+STR = np.dtype(np.object_)
+
+TTS_INPUTS = (
+    TensorSpec("TEXT", STR, (1,), "Text to speak (UTF-8)."),
+    TensorSpec("LANG", STR, (1,), "Language: ko, en, ja or zh."),
+    TensorSpec("MAX_DURATION", F32, (1,),
+               "Seconds the speech should fit in (<= 0: natural length). Speech is sped up, "
+               "by rate then time-stretch, at most by the engine's bounded speed-up; never slowed down.",
+               optional=True),
+    TensorSpec("PITCH_HZ", F32, (1,), "Mean pitch to aim for in Hz (<= 0: the voice's own).", optional=True),
+    TensorSpec("VOICE", STR, (1,), "Engine-specific voice or variant name (empty: default).", optional=True),
+)
+TTS_OUTPUTS = (
+    TensorSpec("WAVEFORM", F32, (-1,), "Mono speech in [-1, 1], zero-padded.", length_of="WAVEFORM_LENGTH"),
+    TensorSpec("WAVEFORM_LENGTH", I64, (1,), "Valid samples of WAVEFORM."),
+    TensorSpec("SAMPLE_RATE", I32, (1,), "Sample rate of WAVEFORM in Hz."),
+    TensorSpec("SPEEDUP", F32, (1,), "Speed-up applied to fit MAX_DURATION (1 = natural)."),
+)
+
+VC_INPUTS = (
+    TensorSpec("WAVEFORM", F32, (-1,), "Speech to convert, mono.", length_of="WAVEFORM_LENGTH"),
+    TensorSpec("WAVEFORM_LENGTH", I64, (1,), "Valid samples of WAVEFORM."),
+    TensorSpec("SAMPLE_RATE", I32, (1,), "Sample rate of WAVEFORM and REFERENCE in Hz."),
+    TensorSpec("REFERENCE", F32, (-1,), "Reference clip of the target speaker (or give TARGET_STATS).",
+               length_of="REFERENCE_LENGTH", optional=True),
+    TensorSpec("REFERENCE_LENGTH", I64, (1,), "Valid samples of REFERENCE.", optional=True),
+    TensorSpec("TARGET_STATS", F32, (-1,), "Speaker statistics returned by an earlier call (opaque).",
+               length_of="TARGET_STATS_LENGTH", optional=True),
+    TensorSpec("TARGET_STATS_LENGTH", I64, (1,), "Valid values of TARGET_STATS.", optional=True),
+)
+VC_OUTPUTS = (
+    TensorSpec("WAVEFORM", F32, (-1,), "Converted speech, same length as the input.", length_of="WAVEFORM_LENGTH"),
+    TensorSpec("WAVEFORM_LENGTH", I64, (1,), "Valid samples of WAVEFORM."),
+    TensorSpec("TARGET_STATS", F32, (-1,), "The target speaker's statistics, to cache and send next time.",
+               length_of="TARGET_STATS_LENGTH"),
+    TensorSpec("TARGET_STATS_LENGTH", I64, (1,), "Valid values of TARGET_STATS."),
+)
+
+LIPSYNC_INPUTS = (
+    TensorSpec("FRAMES", U8, (-1, -1, -1, 3), "RGB frames (N, H, W, 3).", length_of="FRAMES_LENGTH"),
+    TensorSpec("FRAMES_LENGTH", I64, (1,), "Valid frames of FRAMES."),
+    TensorSpec("AUDIO", F32, (-1,), "Dubbed speech for the same span, mono.", length_of="AUDIO_LENGTH"),
+    TensorSpec("AUDIO_LENGTH", I64, (1,), "Valid samples of AUDIO."),
+    TensorSpec("SAMPLE_RATE", I32, (1,), "Sample rate of AUDIO in Hz."),
+    TensorSpec("FPS", F32, (1,), "Frame rate of FRAMES."),
+)
+LIPSYNC_OUTPUTS = (
+    TensorSpec("FRAMES", U8, (-1, -1, -1, 3), "Re-synced RGB frames, same count and size.", length_of="FRAMES_LENGTH"),
+    TensorSpec("FRAMES_LENGTH", I64, (1,), "Valid frames of FRAMES."),
+    TensorSpec("FACE_FRAMES", I64, (1,), "How many frames had a face (the others pass through)."),
+)
+
+SPEAKER_INPUTS = (
+    TensorSpec("WAVEFORM", F32, (-1,), "Speech, mono.", length_of="WAVEFORM_LENGTH"),
+    TensorSpec("WAVEFORM_LENGTH", I64, (1,), "Valid samples of WAVEFORM."),
+    TensorSpec("SAMPLE_RATE", I32, (1,), "Sample rate of WAVEFORM in Hz."),
+)
+SPEAKER_OUTPUTS = (
+    TensorSpec("EMBEDDING", F32, (256,), "L2-normalised GE2E d-vector."),
+)

@@ -1,0 +1,135 @@
+"""conversion: ``chunk.synthesized`` -> ``chunk.converted``.
+
+Moves each dubbed segment toward its speaker's voice with the job's VC model.
+Segments are converted one speaker at a time, each batch in one inference
+call; a speaker's statistics (for WORLD: F0 and envelope) are computed once
+per job from the reference clip, stored beside it, and sent instead of the
+clip from then on. With ``vc = none`` the stage passes the speech through.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from handlers.runtime import keys
+from handlers.runtime.errors import ObjectNotFound
+from handlers.runtime.jobstate import JobState
+from handlers.runtime.stagekit import StageBase
+from schemas.events import ChunkConverted, ChunkSynthesized, SegmentFit
+from schemas.status import StatusCode
+
+
+def vc_model_name(engine: str) -> str:
+    return f"vc_{engine}"
+
+
+class ConversionStage(StageBase):
+    """Convert the chunk's speech to the original speakers' voices."""
+
+    name = "conversion"
+    consumes = ChunkSynthesized
+
+    async def handle(self, event: ChunkSynthesized, attempt: int) -> None:
+        state = self.job(event.job_id)
+        if state.is_marked("failed"):
+            return
+        manifest = await self.manifest(event.job_id)
+        engine = manifest["engines"]["vc"]
+        row = await self.run_blocking(state.read_row, event.chunk_index)
+        if engine == "none":
+            audio_uri = event.audio_uri
+        elif self.name in row.outputs and await self.run_blocking(state.is_done, self.name, event.chunk_index):
+            audio_uri = self.store.uri(row.outputs[self.name])
+        else:
+            audio_uri = await self._convert(event, manifest, state, engine)
+        if engine == "none":
+            await self.run_blocking(state.mark_done, self.name, event.chunk_index)
+        await self.publisher.publish(
+            ChunkConverted(
+                job_id=event.job_id,
+                chunk_index=event.chunk_index,
+                n_chunks=event.n_chunks,
+                audio_uri=audio_uri,
+                engine=engine,
+            )
+        )
+        await self.emit_chunk_status(event.job_id, StatusCode.CONVERTED, event.n_chunks)
+
+    async def _convert(self, event: ChunkSynthesized, manifest: dict[str, Any], state: JobState,
+                       engine: str) -> str:
+        started = time.perf_counter()
+        track, rate = await self.run_blocking(self.get_audio, self.key_of(event.audio_uri))
+        window_start = (await self.plan(event.job_id))["chunks"][event.chunk_index]["start_s"]
+        by_speaker: dict[str, list[SegmentFit]] = defaultdict(list)
+        for fit in event.segment_fits:
+            by_speaker[manifest["segments"][fit.segment_index]["speaker"]].append(fit)
+        out = track.copy()
+        for speaker, fits in sorted(by_speaker.items()):
+            spans = [_span(fit, window_start, rate, track.size) for fit in fits]
+            pieces = [track[a:b] for a, b in spans]
+            converted = await self._convert_speaker(event.job_id, manifest, engine, speaker, pieces, rate)
+            for (a, b), wave in zip(spans, converted):
+                out[a:b] = wave[: b - a]
+        key = keys.chunk_output_key(event.job_id, event.chunk_index, self.name, "speech.wav")
+        uri = await self.run_blocking(self.put_audio, key, out, rate)
+        row = await self.run_blocking(state.read_row, event.chunk_index)
+        row.stage = self.name
+        row.outputs[self.name] = key
+        row.timings_s[self.name] = time.perf_counter() - started
+        row.details["vc"] = engine
+        await self.run_blocking(state.write_row, row)
+        await self.run_blocking(state.mark_done, self.name, event.chunk_index)
+        return uri
+
+    async def _convert_speaker(self, job_id: str, manifest: dict[str, Any], engine: str, speaker: str,
+                               pieces: list[np.ndarray], rate: int) -> list[np.ndarray]:
+        """One inference call for all of one speaker's segments in this chunk."""
+        n = len(pieces)
+        longest = max(p.size for p in pieces)
+        waves = np.zeros((n, longest), dtype=np.float32)
+        for i, piece in enumerate(pieces):
+            waves[i, : piece.size] = piece
+        inputs: dict[str, np.ndarray] = {
+            "WAVEFORM": waves,
+            "WAVEFORM_LENGTH": np.array([[p.size] for p in pieces], dtype=np.int64),
+            "SAMPLE_RATE": np.full((n, 1), rate, dtype=np.int32),
+        }
+        stats_key = f"{keys.job_prefix(job_id)}speakers/{speaker}.{engine}.npy"
+        stats = await self.run_blocking(self._load_stats, stats_key)
+        if stats is not None:
+            inputs["TARGET_STATS"] = np.repeat(stats[None, :], n, axis=0)
+            inputs["TARGET_STATS_LENGTH"] = np.full((n, 1), stats.size, dtype=np.int64)
+        else:
+            reference, _ = await self.run_blocking(self.get_audio, manifest["speakers"][speaker])
+            inputs["REFERENCE"] = np.repeat(reference[None, :], n, axis=0)
+            inputs["REFERENCE_LENGTH"] = np.full((n, 1), reference.size, dtype=np.int64)
+        out = await self.inference.infer(vc_model_name(engine), inputs)
+        if stats is None and "TARGET_STATS" in out:
+            length = int(out["TARGET_STATS_LENGTH"].reshape(-1)[0])
+            await self.run_blocking(self._save_stats, stats_key, out["TARGET_STATS"][0, :length])
+        lengths = out["WAVEFORM_LENGTH"].reshape(-1)
+        return [out["WAVEFORM"][i, : lengths[i]].astype(np.float32) for i in range(n)]
+
+    def _load_stats(self, key: str) -> np.ndarray | None:
+        try:
+            return np.load(io.BytesIO(self.store.get_bytes(key)))
+        except ObjectNotFound:
+            return None
+
+    def _save_stats(self, key: str, stats: np.ndarray) -> None:
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(stats, dtype=np.float32))
+        self.store.put_bytes(key, buffer.getvalue())
+
+
+def _span(fit: SegmentFit, window_start: float, rate: int, size: int) -> tuple[int, int]:
+    """Samples of the track holding one segment's speech (clipped to the window)."""
+    start = int(round((fit.slot_start_s - window_start) * rate))
+    end = min(size, start + int(round(fit.speech_s * rate)))
+    start = max(0, start)
+    return start, max(start, end)

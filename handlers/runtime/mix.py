@@ -1,0 +1,147 @@
+"""Audio and frame mixing for the merge: crossfades, ducking, loudness.
+
+Crossfade curve: neighbouring chunks render the *same* content in their
+shared second (each chunk also speaks neighbour segments that reach into its
+window, and the engines are deterministic), so the pieces being faded are
+correlated. For correlated signals the fade that keeps the level is the one
+whose *amplitudes* sum to one; the raised-cosine pair ``cos^2``/``sin^2`` is
+that fade with the smooth, click-free shape of the equal-power sine pair, which
+would instead add up to +3 dB in the middle of identical material.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyloudnorm
+from scipy.ndimage import maximum_filter1d
+
+# Rate (Hz) at which the ducking gain is computed before interpolation.
+DUCK_CONTROL_RATE = 200
+# Loudness of material shorter than this cannot be measured by BS.1770 (one 400 ms block).
+MIN_LOUDNESS_SECONDS = 0.4
+
+
+def fade_in(n: int) -> np.ndarray:
+    """Rising half of the raised-cosine crossfade; ``fade_in(n) + fade_in(n)[::-1] == 1``."""
+    if n <= 0:
+        return np.zeros(0, dtype=np.float32)
+    x = (np.arange(n, dtype=np.float64) + 0.5) / n
+    return (np.sin(0.5 * np.pi * x) ** 2).astype(np.float32)
+
+
+def overlap_add(pieces: Sequence[tuple[int, np.ndarray]], total: int) -> np.ndarray:
+    """Join ``(start_sample, audio)`` pieces in timeline order, crossfading overlaps."""
+    out = np.zeros(total, dtype=np.float32)
+    ordered = sorted(pieces, key=lambda p: p[0])
+    for i, (start, audio) in enumerate(ordered):
+        weight = np.ones(audio.size, dtype=np.float32)
+        if i > 0:
+            prev_start, prev = ordered[i - 1]
+            shared = max(0, min(prev_start + prev.size, start + audio.size) - start)
+            weight[:shared] *= fade_in(shared)
+        if i + 1 < len(ordered):
+            next_start = ordered[i + 1][0]
+            shared = max(0, start + audio.size - next_start)
+            if shared:
+                weight[audio.size - shared:] *= fade_in(shared)[::-1]
+        a, b = max(0, start), min(total, start + audio.size)
+        if b > a:
+            out[a:b] += (audio * weight)[a - start: b - start]
+    return out
+
+
+def frame_weight(index: int, first: int, last: int, prev_last: int | None, next_first: int | None) -> float:
+    """Weight of a chunk's frame ``index`` (its frames are ``[first, last)``) in the join."""
+    weight = 1.0
+    if prev_last is not None and index < prev_last:
+        shared = prev_last - first
+        weight *= float(fade_in(shared)[index - first])
+    if next_first is not None and index >= next_first:
+        shared = last - next_first
+        weight *= float(fade_in(shared)[::-1][index - next_first])
+    return weight
+
+
+def blend_frames(frames: Sequence[tuple[np.ndarray, float]]) -> np.ndarray:
+    """Weighted sum of the frames that cover one output frame (weights sum to one)."""
+    if len(frames) == 1:
+        return frames[0][0]
+    acc = np.zeros(frames[0][0].shape, dtype=np.float32)
+    total = 0.0
+    for frame, weight in frames:
+        acc += frame.astype(np.float32) * weight
+        total += weight
+    return np.clip(np.rint(acc / max(total, 1e-6)), 0, 255).astype(np.uint8)
+
+
+def speech_mask(spans: Sequence[tuple[float, float]], total: int, rate: int) -> np.ndarray:
+    """True where the dub speaks."""
+    mask = np.zeros(total, dtype=bool)
+    for start, end in spans:
+        mask[max(0, int(start * rate)): min(total, int(np.ceil(end * rate)))] = True
+    return mask
+
+
+def duck_gain(mask: np.ndarray, rate: int, duck_db: float, attack_s: float, release_s: float) -> np.ndarray:
+    """Gain for the original soundtrack: ``duck_db`` under speech, smooth ramps around it.
+
+    The duck is fully down when speech starts (the ramp begins ``attack_s``
+    earlier, so a first syllable is never masked) and recovers over
+    ``release_s`` after it. Computed at a control rate and interpolated, since
+    an attack/release follower is a per-step recursion.
+    """
+    hop = max(1, rate // DUCK_CONTROL_RATE)
+    n = int(np.ceil(mask.size / hop))
+    padded = np.zeros(n * hop, dtype=bool)
+    padded[: mask.size] = mask
+    speaking = padded.reshape(n, hop).any(axis=1)
+    low = 10 ** (duck_db / 20)
+    steps_attack = max(1, int(round(attack_s * DUCK_CONTROL_RATE)))
+    # Look ahead: ducking starts steps_attack control steps before the speech does.
+    ahead = np.zeros(n, dtype=bool)
+    for shift in range(steps_attack + 1):
+        ahead[: n - shift] |= speaking[shift:]
+    step_down = (1.0 - low) / steps_attack
+    step_up = (1.0 - low) / max(1, int(round(release_s * DUCK_CONTROL_RATE)))
+    control = np.empty(n, dtype=np.float64)
+    level = 1.0
+    for i in range(n):
+        level = max(low, level - step_down) if ahead[i] else min(1.0, level + step_up)
+        control[i] = level
+    centres = (np.arange(n) + 0.5) * hop
+    return np.interp(np.arange(mask.size), centres, control).astype(np.float32)
+
+
+def integrated_loudness(audio: np.ndarray, rate: int) -> float:
+    """BS.1770 integrated loudness in LUFS (-inf for silence or too-short audio)."""
+    if audio.size < MIN_LOUDNESS_SECONDS * rate or not np.any(audio):
+        return float("-inf")
+    return float(pyloudnorm.Meter(rate).integrated_loudness(audio.astype(np.float64)))
+
+
+def normalize_loudness(audio: np.ndarray, rate: int, target_lufs: float, peak_dbfs: float) -> tuple[np.ndarray, float]:
+    """Scale to ``target_lufs``, then limit sample peaks to ``peak_dbfs``; returns (audio, gain dB)."""
+    measured = integrated_loudness(audio, rate)
+    if not np.isfinite(measured):
+        return audio.astype(np.float32), 0.0
+    gain_db = target_lufs - measured
+    out = audio.astype(np.float32) * np.float32(10 ** (gain_db / 20))
+    return limit_peaks(out, rate, peak_dbfs), gain_db
+
+
+def limit_peaks(audio: np.ndarray, rate: int, peak_dbfs: float, release_s: float = 0.05) -> np.ndarray:
+    """A look-ahead peak limiter: gain dips smoothly where samples would pass the ceiling."""
+    ceiling = 10 ** (peak_dbfs / 20)
+    peaks = np.abs(audio)
+    if peaks.max(initial=0.0) <= ceiling:
+        return audio
+    needed = np.minimum(1.0, ceiling / np.maximum(peaks, 1e-12))
+    window = max(1, int(release_s * rate))
+    gain = -maximum_filter1d(-needed, size=window)
+    kernel = np.hanning(window + 2)[1:-1]
+    kernel /= kernel.sum()
+    gain = np.minimum(gain, np.convolve(gain, kernel, mode="same"))
+    return (audio * gain).astype(np.float32)
+

@@ -1,0 +1,162 @@
+"""What every stage handler shares: its dependencies and the small chores around them.
+
+A stage is constructed with a :class:`StageDeps` (settings, object store,
+inference client, publisher) and keeps nothing else between events. The
+helpers here move audio and JSON between the object store and numpy, emit
+``dub.status``, and map store URIs back to keys, so each stage module reads as
+its own job only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import soundfile as sf
+
+from handlers.runtime.bus import Publisher
+from handlers.runtime.errors import InputError
+from handlers.runtime.inference import InferenceClient
+from handlers.runtime.jobstate import CHUNK_STAGES, JobState
+from handlers.runtime.objectstore import ObjectStore
+from handlers.runtime.settings import Settings
+from schemas.events import DubStatus
+from schemas.status import StatusCode
+
+T = TypeVar("T")
+
+# Share of a job's progress bar given to each stage; chunk stages split theirs by chunk.
+PROGRESS_WEIGHTS: dict[str, float] = {
+    "ingest": 0.04,
+    "chunking": 0.02,
+    "synthesis": 0.30,
+    "conversion": 0.20,
+    "lipsync": 0.30,
+    "merging": 0.10,
+    "qc": 0.04,
+}
+STAGE_ORDER = tuple(PROGRESS_WEIGHTS)
+# Write-once job documents (manifest, plan) kept in memory per stage instance.
+DOCUMENT_CACHE_SIZE = 128
+
+
+@dataclass
+class StageDeps:
+    settings: Settings
+    store: ObjectStore
+    inference: InferenceClient
+    publisher: Publisher
+
+
+def job_progress(stage: str, fraction_of_stage: float) -> float:
+    """Whole-job progress when ``stage`` is ``fraction_of_stage`` done."""
+    before = sum(PROGRESS_WEIGHTS[s] for s in STAGE_ORDER[: STAGE_ORDER.index(stage)])
+    return min(1.0, before + PROGRESS_WEIGHTS[stage] * max(0.0, min(1.0, fraction_of_stage)))
+
+
+class StageBase:
+    """Plumbing for one stage; subclasses set ``name``/``consumes`` and write ``handle``."""
+
+    name: str = ""
+
+    def __init__(self, deps: StageDeps) -> None:
+        self.deps = deps
+        self.settings = deps.settings
+        self.store = deps.store
+        self.inference = deps.inference
+        self.publisher = deps.publisher
+        self._documents: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def job(self, job_id: str) -> JobState:
+        return JobState(self.store, job_id)
+
+    async def manifest(self, job_id: str) -> dict[str, Any]:
+        """The job's manifest (written once by ingest)."""
+        return await self._write_once_document(job_id, "manifest.json")
+
+    async def plan(self, job_id: str) -> dict[str, Any]:
+        """The job's chunk plan (written once by chunking)."""
+        return await self._write_once_document(job_id, "plan.json")
+
+    async def _write_once_document(self, job_id: str, name: str) -> dict[str, Any]:
+        """Documents that never change once written are cached per stage instance."""
+        cached = self._documents.get((job_id, name))
+        if cached is None:
+            cached = await self.run_blocking(self.job(job_id).read_json, name)
+            self._documents[(job_id, name)] = cached
+            while len(self._documents) > DOCUMENT_CACHE_SIZE:
+                self._documents.pop(next(iter(self._documents)))
+        return cached
+
+    async def run_blocking(self, func: Callable[..., T], *args: Any) -> T:
+        """Media and store work off the event loop, so consumers keep heartbeating."""
+        return await asyncio.to_thread(func, *args)
+
+    # --- audio in the store ------------------------------------------------------
+
+    def put_audio(self, key: str, audio: np.ndarray, rate: int) -> str:
+        buffer = io.BytesIO()
+        sf.write(buffer, np.asarray(audio, dtype=np.float32), rate, format="WAV", subtype="FLOAT")
+        self.store.put_bytes(key, buffer.getvalue())
+        return self.store.uri(key)
+
+    def get_audio(self, key: str) -> tuple[np.ndarray, int]:
+        audio, rate = sf.read(io.BytesIO(self.store.get_bytes(key)), dtype="float32", always_2d=False)
+        if audio.ndim > 1:
+            audio = audio.mean(axis=1)
+        return audio.astype(np.float32), int(rate)
+
+    def key_of(self, uri: str) -> str:
+        """The store key behind a URI this store produced."""
+        root = self.store.uri("")
+        if not uri.startswith(root):
+            raise InputError(
+                f"{uri} is not in this deployment's object store ({root})",
+                "events must point into the configured store; check POLYDUB_S3_BUCKET",
+            )
+        return uri[len(root):]
+
+    def local_copy(self, key: str) -> Path:
+        """A local file with the object's content, cached per process for reuse by chunks.
+
+        Objects under ``jobs/`` are written once under deterministic keys, so a
+        cached copy never goes stale.
+        """
+        cache = Path(tempfile.gettempdir()) / "polydub-cache" / key
+        if not cache.exists():
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")
+            self.store.get_file(key, partial)
+            partial.replace(cache)
+        return cache
+
+    # --- progress ----------------------------------------------------------------
+
+    async def emit_status(self, job_id: str, status: StatusCode, fraction: float,
+                          chunks_done: int = 0, chunks_total: int = 0, message: str | None = None) -> None:
+        await self.publisher.publish(
+            DubStatus(
+                job_id=job_id,
+                status=status,
+                stage=self.name,  # type: ignore[arg-type]
+                chunks_done=chunks_done,
+                chunks_total=chunks_total,
+                progress=job_progress(self.name, fraction),
+                message=message,
+            )
+        )
+
+    async def emit_chunk_status(self, job_id: str, status: StatusCode, n_chunks: int) -> None:
+        done = await self.run_blocking(self.job(job_id).count_done, self.name)
+        await self.emit_status(job_id, status, done / n_chunks, done, n_chunks)
+
+
+def is_chunk_stage(stage: str) -> bool:
+    return stage in CHUNK_STAGES

@@ -1,0 +1,147 @@
+"""synthesis: ``chunk.planned`` -> ``chunk.synthesized``.
+
+Speaks every subtitle segment in the chunk's window with the job's TTS model (one
+batched inference call per chunk, so Triton's dynamic batcher can group the
+chunks of many jobs) and lays the speech on a silent track covering the
+chunk's window. Timing: the model fits the speech into the slot itself (rate
+first, then a bounded time-stretch); what still does not fit may spill only
+into the silence before the next segment, and is faded out there. How each
+segment was fitted travels in the event, for conversion and QC.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from scipy.signal import resample_poly
+
+from handlers.runtime import keys
+from handlers.runtime.jobstate import JobState
+from handlers.runtime.stagekit import StageBase
+from schemas.events import ChunkPlanned, ChunkSynthesized, SegmentFit
+from schemas.status import StatusCode
+
+# Fade applied where speech had to be cut at the next segment's start.
+OVERFLOW_FADE_S = 0.02
+
+
+def tts_model_name(engine: str) -> str:
+    return f"tts_{engine}"
+
+
+class SynthesisStage(StageBase):
+    """Speak the chunk's segments in the target language, fitted to their slots."""
+
+    name = "synthesis"
+    consumes = ChunkPlanned
+
+    async def handle(self, event: ChunkPlanned, attempt: int) -> None:
+        state = self.job(event.job_id)
+        if state.is_marked("failed"):
+            return
+        manifest = await self.manifest(event.job_id)
+        row = await self.run_blocking(state.read_row, event.chunk_index)
+        if self.name in row.outputs and await self.run_blocking(state.is_done, self.name, event.chunk_index):
+            fits = [SegmentFit(**f) for f in row.details["segment_fits"]]
+            audio_uri = self.store.uri(row.outputs[self.name])
+        else:
+            audio_uri, fits = await self._synthesize(event, manifest, state)
+        await self.publisher.publish(
+            ChunkSynthesized(
+                job_id=event.job_id,
+                chunk_index=event.chunk_index,
+                n_chunks=event.n_chunks,
+                audio_uri=audio_uri,
+                engine=manifest["engines"]["tts"],
+                segment_fits=fits,
+            )
+        )
+        await self.emit_chunk_status(event.job_id, StatusCode.SYNTHESIZED, event.n_chunks)
+
+    async def _synthesize(self, event: ChunkPlanned, manifest: dict[str, Any],
+                          state: JobState) -> tuple[str, list[SegmentFit]]:
+        started = time.perf_counter()
+        rate = self.settings.sample_rate
+        window = int(round((event.end_s - event.start_s) * rate))
+        track = np.zeros(window, dtype=np.float32)
+        # Besides its own segments the chunk speaks any neighbour's segment that
+        # reaches into its window, so the shared context holds the same speech in
+        # both chunks and merging can crossfade it (engines are deterministic).
+        owned = set(event.segment_indices)
+        segments = [
+            s for s in manifest["segments"]
+            if s["index"] in owned or (s["end_s"] > event.start_s and s["start_s"] < event.end_s)
+        ]
+        engine = manifest["engines"]["tts"]
+        fits: list[SegmentFit] = []
+        if segments:
+            waves = await self._speak(segments, manifest["target_lang"], engine)
+            starts = [s["start_s"] for s in manifest["segments"]]
+            for seg, (wave, speedup) in zip(segments, waves):
+                next_start = min((t for t in starts if t > seg["start_s"]), default=manifest["media"]["duration_s"])
+                offset = int(round((seg["start_s"] - event.start_s) * rate))
+                room = int(round((next_start - seg["start_s"]) * rate))
+                speech = _fit_into(wave, room, rate)
+                _add_clipped(track, speech, offset)
+                fits.append(
+                    SegmentFit(
+                        segment_index=seg["index"],
+                        slot_start_s=seg["start_s"],
+                        slot_end_s=seg["end_s"],
+                        speech_s=speech.size / rate,
+                        speedup=speedup,
+                    )
+                )
+        key = keys.chunk_output_key(event.job_id, event.chunk_index, self.name, "speech.wav")
+        uri = await self.run_blocking(self.put_audio, key, track, rate)
+        row = await self.run_blocking(state.read_row, event.chunk_index)
+        row.stage = self.name
+        row.outputs[self.name] = key
+        row.timings_s[self.name] = time.perf_counter() - started
+        row.details["segment_fits"] = [f.model_dump() for f in fits]
+        row.details["tts"] = engine
+        await self.run_blocking(state.write_row, row)
+        await self.run_blocking(state.mark_done, self.name, event.chunk_index)
+        return uri, fits
+
+    async def _speak(self, segments: list[dict[str, Any]], lang: str,
+                     engine: str) -> list[tuple[np.ndarray, float]]:
+        """One batched TTS call for the chunk's segments; waves at the pipeline rate."""
+        n = len(segments)
+        inputs = {
+            "TEXT": np.array([[s["text"].encode()] for s in segments], dtype=np.object_),
+            "LANG": np.array([[lang.encode()]] * n, dtype=np.object_),
+            "MAX_DURATION": np.array([[s["end_s"] - s["start_s"]] for s in segments], dtype=np.float32),
+        }
+        out = await self.inference.infer(tts_model_name(engine), inputs)
+        lengths = out["WAVEFORM_LENGTH"].reshape(-1)
+        model_rate = int(out["SAMPLE_RATE"].reshape(-1)[0])
+        speedups = out["SPEEDUP"].reshape(-1)
+        result = []
+        for i in range(n):
+            wave = out["WAVEFORM"][i, : lengths[i]].astype(np.float32)
+            if model_rate != self.settings.sample_rate:
+                wave = resample_poly(wave, self.settings.sample_rate, model_rate).astype(np.float32)
+            result.append((wave, float(speedups[i])))
+        return result
+
+
+def _add_clipped(track: np.ndarray, speech: np.ndarray, offset: int) -> None:
+    """Add ``speech`` at ``offset``; parts outside the window (context segments) are cut."""
+    a, b = max(0, offset), min(track.size, offset + speech.size)
+    if b > a:
+        track[a:b] += speech[a - offset: b - offset]
+
+
+def _fit_into(wave: np.ndarray, room: int, rate: int) -> np.ndarray:
+    """Cut speech that would run into the next segment, with a short fade."""
+    if wave.size <= room:
+        return wave
+    cut = wave[: max(room, 0)].copy()
+    fade = min(cut.size, int(OVERFLOW_FADE_S * rate))
+    if fade:
+        cut[-fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
+    return cut
+

@@ -1,0 +1,70 @@
+"""vc_world: WORLD voice conversion behind the common VC interface.
+
+The target speaker comes as a reference clip (statistics are estimated and
+returned as ``TARGET_STATS`` for the caller to cache) or as those cached
+statistics. Source statistics are estimated from each item itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engines.batching import Item, scalar, triton_model_class
+from engines.interfaces import VC_INPUTS, VC_OUTPUTS
+from engines.world_vc import SpeakerStats, WorldVCConfig, convert, estimate_stats
+
+# Layout of the flat TARGET_STATS vector: these scalars, then the log envelope.
+_SCALARS = ("version", "f0_log_mean", "f0_log_std", "formant_ratio", "sample_rate",
+            "voiced_fraction", "voiced_seconds")
+
+
+def pack_stats(stats: SpeakerStats) -> np.ndarray:
+    arrays = stats.to_arrays()
+    head = np.array([float(arrays[name]) for name in _SCALARS], dtype=np.float64)
+    return np.concatenate([head, arrays["log_envelope"]]).astype(np.float32)
+
+
+def unpack_stats(vector: np.ndarray) -> SpeakerStats:
+    values = np.asarray(vector, dtype=np.float64).reshape(-1)
+    if values.size <= len(_SCALARS):
+        raise ValueError(f"TARGET_STATS has {values.size} values; it must come from this model's output")
+    arrays = {name: values[i] for i, name in enumerate(_SCALARS)}
+    arrays["version"] = int(round(arrays["version"]))
+    arrays["sample_rate"] = int(round(arrays["sample_rate"]))
+    arrays["log_envelope"] = values[len(_SCALARS):]
+    return SpeakerStats.from_arrays(arrays)
+
+
+class WorldServed:
+    name = "vc_world"
+    max_batch_size = 16
+    inputs = VC_INPUTS
+    outputs = VC_OUTPUTS
+
+    def __init__(self, parameters: dict[str, str]) -> None:
+        self.config = WorldVCConfig()
+
+    def infer_items(self, items: list[Item]) -> list[Item]:
+        results = []
+        for item in items:
+            rate = int(scalar(item, "SAMPLE_RATE"))
+            if "TARGET_STATS" in item:
+                target = unpack_stats(item["TARGET_STATS"])
+            elif "REFERENCE" in item:
+                target = estimate_stats(item["REFERENCE"], rate, self.config)
+            else:
+                raise ValueError("give REFERENCE (a clip of the target speaker) or TARGET_STATS")
+            wave = np.asarray(item["WAVEFORM"], dtype=np.float32)
+            converted = convert(wave[None], np.array([wave.size]), rate, None, target, self.config)[0]
+            results.append({"WAVEFORM": converted, "TARGET_STATS": pack_stats(target)})
+        return results
+
+
+SERVED_CLASS = WorldServed
+
+
+def build_served_model(parameters: dict[str, str]) -> WorldServed:
+    return WorldServed(parameters)
+
+
+TritonPythonModel = triton_model_class(build_served_model)
