@@ -14,7 +14,7 @@ SECONDS ?= 12
 # only the GE2E weights file of Resemblyzer (its librosa/webrtcvad chain is unused).
 BINARY_ONLY := nvidia-pytriton==0.7.0 Resemblyzer==0.1.4
 
-.PHONY: venv demo test test-fast bench schemas clean
+.PHONY: venv demo test test-fast bench generate clean
 
 venv: $(STAMP)
 
@@ -38,8 +38,11 @@ test-fast: venv
 bench: venv
 	$(BIN)/python -m bench
 
-schemas: venv
+# Regenerate every checked-in file derived from code (tests fail when they drift).
+generate: venv
 	$(BIN)/python -m schemas.generate
+	$(BIN)/python -m infra.triton_configs
+	$(BIN)/python -m infra.docs
 
 clean:
 	rm -rf $(VENV) .polydub out

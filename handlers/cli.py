@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from handlers.runtime.errors import InputError, PolydubError
+from handlers.runtime.errors import PolydubError
 from handlers.runtime.logs import configure_logging
 from handlers.runtime.settings import get_settings, settings_markdown
 from schemas.events import SUPPORTED_LANGUAGES
@@ -58,18 +58,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
     from handlers.dryrun import describe_plan, plan_job
+    from handlers.embedded import run_job, summarize
+    from schemas.events import EngineChoice
 
     settings = get_settings()
     video, subs = Path(args.video), Path(args.subs)
-    plan = plan_job(video, subs, settings)
     if args.dry_run:
-        print(describe_plan(plan, target_lang=args.to))
+        print(describe_plan(plan_job(video, subs, settings), target_lang=args.to))
         return 0
-    raise InputError(
-        "the dubbing pipeline is not part of this build yet",
-        "run with --dry-run to see the job's plan",
-    )
+    output = Path(args.output) if args.output else video.with_suffix(f".{args.to}.mp4")
+    engines = EngineChoice(tts=args.tts, vc=args.vc, lipsync=args.lipsync)
+    result = asyncio.run(run_job(video, subs, args.to, output, engines, settings))
+    print(summarize(result))
+    return 0
 
 
 def cmd_stack(args: argparse.Namespace) -> int:

@@ -125,7 +125,7 @@ class IngestStage(StageBase):
 
     def _fetch(self, uri: str, dest: Path) -> Path:
         """Bring a submitted URI to a local file (the job's store, a local path, or HTTP)."""
-        root = self.store.uri("")
+        root = self.store.uri("_")[:-1]  # the store's URI prefix
         try:
             if uri.startswith(root):
                 self.store.get_file(uri[len(root):], dest)

@@ -36,6 +36,7 @@ from pydantic import BaseModel
 
 from handlers.runtime.errors import PolydubError
 from handlers.runtime.logs import bind_job
+from handlers.runtime.metrics import FAILURES, IN_FLIGHT, STAGE_OUTCOMES
 from handlers.runtime.settings import Settings
 from handlers.runtime.telemetry import start_span
 from schemas.events import DeadLetter, DubFailed, Envelope, RetryScheduled
@@ -144,6 +145,24 @@ async def process_event(
 
     Exceptions from the publisher do propagate: the caller must not commit.
     """
+    IN_FLIGHT.labels(stage.name).inc()
+    try:
+        outcome = await _process(stage, raw, attempt, source, publisher, settings, on_failure)
+    finally:
+        IN_FLIGHT.labels(stage.name).dec()
+    STAGE_OUTCOMES.labels(stage.name, outcome.value).inc()
+    return outcome
+
+
+async def _process(
+    stage: Stage,
+    raw: bytes,
+    attempt: int,
+    source: Source,
+    publisher: Publisher,
+    settings: Settings,
+    on_failure: OnFailure | None = None,
+) -> Outcome:
     try:
         event = decode_event(raw, stage.consumes)
     except EventDecodeError as exc:
@@ -169,6 +188,7 @@ async def process_event(
             log.exception("unexpected error in stage")
             error = PolydubError(f"unexpected {type(exc).__name__}: {exc}")
             error.retryable = True
+        FAILURES.labels(stage.name, error.code.name.lower()).inc()
         span.set_attribute("status", "error")
         span.set_attribute("status_code", int(error.code))
         span.set_attribute("error.reason", error.reason)
@@ -270,12 +290,16 @@ def register_stage(broker: Any, stage: Stage, settings: Settings, publisher: Pub
         await msg.ack()
 
     on_message.__name__ = f"stage_{stage.name}"
+    # Annotations are strings here (postponed evaluation); FastStream's DI needs the object.
+    on_message.__annotations__["msg"] = KafkaMessage
     broker.subscriber(
         topic_name(topic, settings.topic_prefix),
         group_id=f"{settings.consumer_group_prefix}.{stage.name}",
         ack_policy=AckPolicy.MANUAL,
         auto_offset_reset="earliest",
         max_poll_interval_ms=int(settings.max_handler_seconds * 1000),
+        session_timeout_ms=settings.consumer_session_timeout_ms,
+        heartbeat_interval_ms=settings.consumer_session_timeout_ms // 4,
         title=f"{stage.name}",
         description=(stage.__doc__ or "").strip().splitlines()[0] if stage.__doc__ else None,
     )(on_message)
@@ -298,10 +322,13 @@ def register_retry_relay(broker: Any, settings: Settings, publisher: Publisher) 
             return
         await msg.ack()
 
+    relay.__annotations__["msg"] = KafkaMessage
     broker.subscriber(
         topic_name(RETRY, settings.topic_prefix),
         group_id=f"{settings.consumer_group_prefix}.retry",
         ack_policy=AckPolicy.MANUAL,
+        session_timeout_ms=settings.consumer_session_timeout_ms,
+        heartbeat_interval_ms=settings.consumer_session_timeout_ms // 4,
         auto_offset_reset="earliest",
         title="retry",
         description="Republishes events whose retry backoff has elapsed.",

@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     max_speedup: float = Field(
         1.35, ge=1.0, description="Largest time-stretch speed-up used to fit a segment's slot."
     )
+    consumer_session_timeout_ms: int = Field(
+        10000,
+        ge=1000,
+        description="Kafka consumer session timeout; a worker silent this long leaves its group.",
+    )
     max_handler_seconds: float = Field(
         600.0,
         gt=0,

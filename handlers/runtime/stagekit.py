@@ -115,7 +115,7 @@ class StageBase:
 
     def key_of(self, uri: str) -> str:
         """The store key behind a URI this store produced."""
-        root = self.store.uri("")
+        root = self.store.uri("_")[:-1]  # the store's URI prefix
         if not uri.startswith(root):
             raise InputError(
                 f"{uri} is not in this deployment's object store ({root})",

@@ -42,7 +42,7 @@ class JsonLinesSpanExporter(SpanExporter):
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        lines = b"".join(orjson.dumps(span_record(s)) + b"\n" for s in spans)
+        lines = b"".join(orjson.dumps(span_record(s), default=_jsonable) + b"\n" for s in spans)
         fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, lines)
@@ -52,6 +52,13 @@ class JsonLinesSpanExporter(SpanExporter):
 
     def shutdown(self) -> None:
         return None
+
+
+def _jsonable(value: Any) -> Any:
+    """Span attributes may hold bytes (message keys); show them as text."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
 def span_record(span: ReadableSpan) -> dict[str, Any]:

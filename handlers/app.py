@@ -1,0 +1,100 @@
+"""Assemble stages into a FastStream Kafka application.
+
+``polydub worker --stages ...`` and ``polydub run`` both build their broker
+here, so the embedded default runs exactly the subscribers production runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from handlers.chunking import ChunkingStage
+from handlers.conversion import ConversionStage
+from handlers.ingest import IngestStage
+from handlers.lipsync import LipsyncStage
+from handlers.merging import MergingStage
+from handlers.qc import QCStage
+from handlers.synthesis import SynthesisStage
+from handlers.runtime.bus import KafkaPublisher, register_retry_relay, register_stage
+from handlers.runtime.errors import InputError, PolydubError
+from handlers.runtime.inference import open_inference
+from handlers.runtime.jobstate import JobState
+from handlers.runtime.objectstore import open_store
+from handlers.runtime.settings import Settings
+from handlers.runtime.stagekit import StageDeps
+from schemas.events import Envelope
+
+STAGE_CLASSES = {
+    cls.name: cls
+    for cls in (IngestStage, ChunkingStage, SynthesisStage, ConversionStage, LipsyncStage, MergingStage, QCStage)
+}
+ALL_STAGES: tuple[str, ...] = ("ingest", "chunking", "synthesis", "conversion", "lipsync", "merging", "qc")
+RETRY_RELAY = "retry"
+
+log = logging.getLogger(__name__)
+
+
+def parse_stages(value: str) -> tuple[str, ...]:
+    """``ingest,chunking`` or ``all`` -> stage names (``retry`` is the retry relay)."""
+    names = ALL_STAGES + (RETRY_RELAY,) if value.strip() == "all" else tuple(
+        n.strip() for n in value.split(",") if n.strip()
+    )
+    unknown = [n for n in names if n not in STAGE_CLASSES and n != RETRY_RELAY]
+    if unknown or not names:
+        raise InputError(
+            f"unknown stage(s) {unknown or value!r}",
+            f"choose from {', '.join(ALL_STAGES + (RETRY_RELAY,))} or 'all'",
+        )
+    return names
+
+
+def build_broker(settings: Settings, stages: Sequence[str], *, service_name: str = "polydub") -> tuple[Any, StageDeps]:
+    """A KafkaBroker with one subscriber per stage, telemetry and metrics middlewares."""
+    from faststream.kafka import KafkaBroker
+    from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+    from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+    from opentelemetry import trace
+
+    from handlers.runtime.metrics import REGISTRY
+    from handlers.runtime.telemetry import configure_tracing
+
+    configure_tracing(settings, service_name)
+    broker = KafkaBroker(
+        settings.bootstrap_servers,
+        middlewares=(
+            KafkaTelemetryMiddleware(tracer_provider=trace.get_tracer_provider()),
+            KafkaPrometheusMiddleware(registry=REGISTRY, app_name=service_name),
+        ),
+        logger=logging.getLogger("polydub.bus"),
+        client_id=service_name,
+    )
+    publisher = KafkaPublisher(broker, settings)
+    store = open_store(settings)
+    deps = StageDeps(settings, store, open_inference(settings), publisher)
+
+    async def mark_failed(event: Envelope, error: PolydubError) -> None:
+        JobState(store, event.job_id).mark("failed", error.as_dict())
+
+    for name in stages:
+        if name == RETRY_RELAY:
+            register_retry_relay(broker, settings, publisher)
+        else:
+            register_stage(broker, STAGE_CLASSES[name](deps), settings, publisher, on_failure=mark_failed)
+    return broker, deps
+
+
+async def start_broker(broker: Any) -> None:
+    """``broker.start()``, but every subscriber joins its group at the same time.
+
+    Each consumer group join waits out the broker's rebalance window (about
+    half the session timeout on Tansu), and FastStream starts subscribers one
+    after another: eight stages would take most of a minute to come up.
+    """
+    await broker.connect()
+    await asyncio.gather(*(subscriber.start() for subscriber in broker.subscribers))
+    for publisher in broker.publishers:
+        await publisher.start()
+    broker.running = True

@@ -1,0 +1,200 @@
+"""``polydub run``: the whole pipeline in one process, over a real broker.
+
+Starts a private Kafka-compatible broker (Tansu, memory storage) on a free
+loopback port, uses a local folder as the object store and runs the engines in
+process, then runs every stage's subscriber, exactly as workers would, and
+follows the job's ``dub.status`` events with a progress bar until
+``dub.completed`` or ``dub.failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+from handlers.app import ALL_STAGES, RETRY_RELAY, build_broker, start_broker
+from handlers.runtime import keys
+from handlers.runtime.errors import PolydubError
+from handlers.runtime.settings import Settings
+from handlers.runtime.telemetry import start_span
+from schemas.events import DubCompleted, DubFailed, DubStatus, EngineChoice, MediaSubmitted, SubtitlesRef
+from schemas.serialization import decode_event
+from schemas.topics import DUB_COMPLETED, DUB_FAILED, DUB_STATUS, topic_name
+
+
+EMBEDDED_SESSION_TIMEOUT_MS = 3000
+
+
+@dataclass(frozen=True)
+class RunResult:
+    job_id: str
+    outcome: DubCompleted | DubFailed
+    output: Path | None
+    qc_report: Path | None
+
+
+class JobFailed(PolydubError):
+    """The job ended with ``dub.failed``; the CLI exits non-zero with its reason."""
+
+    def __init__(self, failed: DubFailed) -> None:
+        super().__init__(f"job {failed.job_id} failed in {failed.stage}: {failed.reason}", failed.fix)
+        self.code = failed.status
+        self.failed = failed
+
+
+async def run_job(
+    video: Path,
+    subtitles: Path,
+    target_lang: str,
+    output: Path,
+    engines: EngineChoice,
+    settings: Settings,
+    *,
+    progress: bool = True,
+    timeout_s: float | None = None,
+) -> RunResult:
+    """Dub ``video`` end to end on this machine; raises :class:`JobFailed` on ``dub.failed``."""
+    from infra.stack import BrokerServer
+    from infra.topics import ensure_topics
+
+    from handlers.inputs import validate_inputs
+
+    # Fail fast, before any server starts, on the mistakes a person can fix.
+    validate_inputs(video, subtitles)
+    job_id = f"run-{uuid.uuid4().hex[:12]}"
+    with tempfile.TemporaryDirectory(prefix="polydub-run-") as tmp:
+        server = BrokerServer(Path(tmp) / "broker").start()
+        try:
+            local = settings.model_copy(update={
+                "bootstrap_servers": server.bootstrap_servers,
+                "object_store": "local",
+                "inference": "local",
+                "topic_prefix": "",
+                # A private broker with one member per group: a short session
+                # makes Tansu's first-join window short, nothing else.
+                "consumer_session_timeout_ms": EMBEDDED_SESSION_TIMEOUT_MS,
+            })
+            await ensure_topics(local.bootstrap_servers)
+            return await _run(job_id, video, subtitles, target_lang, output, engines, local,
+                              progress=progress, timeout_s=timeout_s)
+        finally:
+            server.stop()
+
+
+async def _run(job_id: str, video: Path, subtitles: Path, target_lang: str, output: Path,
+               engines: EngineChoice, settings: Settings, *, progress: bool,
+               timeout_s: float | None) -> RunResult:
+    from faststream import AckPolicy
+    from faststream.kafka.annotations import KafkaMessage
+
+    broker, deps = build_broker(settings, ALL_STAGES + (RETRY_RELAY,), service_name="polydub-run")
+    finished: asyncio.Future[DubCompleted | DubFailed] = asyncio.get_running_loop().create_future()
+    bar = _ProgressBar(enabled=progress)
+
+    async def watch(msg: KafkaMessage) -> None:
+        event = decode_event(msg.body)
+        if getattr(event, "job_id", None) != job_id:
+            return
+        if isinstance(event, DubStatus):
+            bar.update(event)
+        elif isinstance(event, DubCompleted | DubFailed) and not finished.done():
+            finished.set_result(event)
+
+    watch.__annotations__["msg"] = KafkaMessage
+    broker.subscriber(
+        *(topic_name(t, settings.topic_prefix) for t in (DUB_STATUS, DUB_COMPLETED, DUB_FAILED)),
+        group_id=f"polydub-run-watch-{job_id}",
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.ACK_FIRST,
+        session_timeout_ms=settings.consumer_session_timeout_ms,
+        heartbeat_interval_ms=settings.consumer_session_timeout_ms // 4,
+    )(watch)
+
+    submitted = MediaSubmitted(
+        job_id=job_id,
+        source_uri=video.resolve().as_uri(),
+        target_lang=target_lang,  # type: ignore[arg-type]
+        subtitles=SubtitlesRef(uri=subtitles.resolve().as_uri(),
+                               format="vtt" if subtitles.suffix.lower() == ".vtt" else "srt"),
+        engines=engines,
+    )
+    async with broker:
+        await start_broker(broker)
+        with start_span("job", job_id=job_id, target_lang=target_lang):
+            await deps.publisher.publish(submitted)
+        try:
+            outcome = await asyncio.wait_for(finished, timeout_s)
+        finally:
+            bar.close()
+    await deps.inference.close()
+
+    if isinstance(outcome, DubFailed):
+        report = _copy_report(deps.store, job_id, output)
+        raise JobFailed(outcome) if report is None else _with_report(JobFailed(outcome), report)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    deps.store.get_file(keys.output_key(job_id, "dubbed.mp4"), output)
+    subs_out = output.with_suffix(f".{target_lang}.srt")
+    deps.store.get_file(keys.output_key(job_id, f"subtitles.{target_lang}.srt"), subs_out)
+    return RunResult(job_id, outcome, output, _copy_report(deps.store, job_id, output))
+
+
+def _copy_report(store: Any, job_id: str, output: Path) -> Path | None:
+    """``OUT.qc.json`` beside the output, when QC got that far."""
+    if not store.exists(keys.qc_key(job_id)):
+        return None
+    path = output.with_suffix(".qc.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(store.get_bytes(keys.qc_key(job_id)))
+    return path
+
+
+def _with_report(error: JobFailed, report: Path) -> JobFailed:
+    error.fix = f"{error.fix or 'see the QC report'}: {report}"
+    return error
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr, driven by ``dub.status``."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}] {postfix}")
+        self._enabled = enabled
+
+    def update(self, status: DubStatus) -> None:
+        text = status.stage + (f" {status.chunks_done}/{status.chunks_total}" if status.chunks_total else "")
+        if self._bar is not None:
+            self._bar.n = max(self._bar.n, round(status.progress * 100, 1))
+            self._bar.set_postfix_str(text)
+            self._bar.refresh()
+        elif self._enabled:
+            sys.stderr.write(f"[{status.progress * 100:5.1f}%] {text}\n")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def summarize(result: RunResult) -> str:
+    """What ``polydub run`` prints on success."""
+    assert isinstance(result.outcome, DubCompleted)
+    qc = result.outcome.qc
+    lines = [f"dubbed video: {result.output}", f"QC report:    {result.qc_report}",
+             f"QC: {'passed' if qc.passed else 'FAILED'}"]
+    lines += [f"  warning: {w}" for w in qc.warnings]
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in result.outcome.stage_timings_s.items())
+    if timings:
+        lines.append(f"stage time: {timings}")
+    return "\n".join(lines)
+
+
+__all__ = ["JobFailed", "RunResult", "run_job", "summarize"]
