@@ -69,6 +69,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(describe_plan(plan_job(video, subs, settings), target_lang=args.to))
         return 0
+    if not args.verbose:
+        # The progress bar tells the story; per-event access logs would bury it.
+        logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
     output = Path(args.output) if args.output else video.with_suffix(f".{args.to}.mp4")
     engines = EngineChoice(tts=args.tts, vc=args.vc, lipsync=args.lipsync)
     result = asyncio.run(run_job(video, subs, args.to, output, engines, settings))
@@ -128,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--vc", choices=("world", "rvc", "none"), default="world")
     run.add_argument("--lipsync", choices=("mouthwarp", "wav2lip", "none"), default="mouthwarp")
     run.add_argument("--dry-run", action="store_true", help="validate the inputs and print the plan only")
+    run.add_argument("-v", "--verbose", action="store_true", help="show every stage's log lines")
     run.set_defaults(func=cmd_run)
 
     stack = sub.add_parser("stack", help="start/stop the local broker, SeaweedFS and Triton")

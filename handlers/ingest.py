@@ -125,10 +125,10 @@ class IngestStage(StageBase):
 
     def _fetch(self, uri: str, dest: Path) -> Path:
         """Bring a submitted URI to a local file (the job's store, a local path, or HTTP)."""
-        root = self.store.uri("_")[:-1]  # the store's URI prefix
+        root = self.store.root_uri
         try:
-            if uri.startswith(root):
-                self.store.get_file(uri[len(root):], dest)
+            if (key := self.store.key_of(uri)) is not None:
+                self.store.get_file(key, dest)
             elif uri.startswith("file://"):
                 path = Path(urllib.request.url2pathname(uri[len("file://"):]))
                 if not path.exists():

@@ -191,6 +191,14 @@ class ObjectStoreContract:
         assert uri.startswith(("s3://", "file:///"))
 
 
+    def test_key_of_inverts_uri(self, store: ObjectStore) -> None:
+        key = "jobs/j1/output/dubbed video.mp4"
+        assert store.key_of(store.uri(key)) == key
+        assert store.uri(key).startswith(store.root_uri)
+        assert store.key_of("s3://some-other-bucket/jobs/j1/x") is None
+        assert store.key_of("file:///elsewhere/jobs/j1/x") is None
+
+
 class TestLocalObjectStore(ObjectStoreContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> LocalObjectStore:

@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import tempfile
+import urllib.parse
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -108,6 +109,18 @@ class ObjectStore(ABC):
     def uri(self, key: str) -> str:
         """Where the object lives, as ``s3://bucket/key`` or ``file:///abs/path``."""
 
+    @property
+    @abstractmethod
+    def root_uri(self) -> str:
+        """The URI every key of this store is appended to (ends with ``/``)."""
+
+    def key_of(self, uri: str) -> str | None:
+        """The key behind a URI of this store, or ``None`` for a URI elsewhere."""
+        root = self.root_uri
+        if not uri.startswith(root):
+            return None
+        return validate_key(uri[len(root):])
+
     def mark(self, key: str) -> None:
         """Write an empty marker object: a cheap, idempotent "this step is done" flag."""
         self.put_bytes(key, b"")
@@ -115,6 +128,27 @@ class ObjectStore(ABC):
     def is_marked(self, key: str) -> bool:
         """Whether :meth:`mark` was called for ``key`` (one HEAD, no body transfer)."""
         return self.exists(key)
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it; there is no getter)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def _mkstemp(folder: Path, prefix: str) -> tuple[int, Path]:
+    """A temp file for an atomic write, with the mode a plain ``open`` would give.
+
+    ``mkstemp`` creates files 0600; objects and downloaded outputs are meant to
+    be as readable as any other file the user writes.
+    """
+    fd, name = tempfile.mkstemp(dir=folder, prefix=prefix)
+    os.fchmod(fd, _FILE_MODE)
+    return fd, Path(name)
 
 
 def _missing(key: str, where: str) -> ObjectNotFound:
@@ -162,8 +196,7 @@ class LocalObjectStore(ObjectStore):
 
     def _tmp_file(self) -> tuple[int, Path]:
         self._tmp.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
-        return fd, Path(name)
+        return _mkstemp(self._tmp, "put-")
 
     def _commit(self, tmp: Path, path: Path) -> None:
         """Rename ``tmp`` onto ``path``; retried once if a concurrent delete pruned the folder."""
@@ -219,7 +252,7 @@ class LocalObjectStore(ObjectStore):
             raise _missing(key, str(self.root))
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+            fd, tmp = _mkstemp(dest.parent, f".{dest.name}.")
             os.close(fd)
             try:
                 shutil.copyfile(src, tmp)
@@ -273,6 +306,15 @@ class LocalObjectStore(ObjectStore):
 
     def uri(self, key: str) -> str:
         return self._path(key).as_uri()
+
+    @property
+    def root_uri(self) -> str:
+        return self.root.as_uri().rstrip("/") + "/"
+
+    def key_of(self, uri: str) -> str | None:
+        # file:// URIs percent-encode what a path may hold (spaces, non-ASCII).
+        key = super().key_of(uri)
+        return None if key is None else validate_key(urllib.parse.unquote(key))
 
 
 _BOTO_LOCK = threading.Lock()
@@ -405,10 +447,10 @@ class S3ObjectStore(ObjectStore):
         dest = Path(path)
         validate_key(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+        fd, tmp = _mkstemp(dest.parent, f".{dest.name}.")
         os.close(fd)
         try:
-            self._transfer(key, self.client.download_file, self.bucket, key, tmp)
+            self._transfer(key, self.client.download_file, self.bucket, key, str(tmp))
             os.replace(tmp, dest)
         finally:
             Path(tmp).unlink(missing_ok=True)
@@ -450,6 +492,10 @@ class S3ObjectStore(ObjectStore):
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{validate_key(key)}"
+
+    @property
+    def root_uri(self) -> str:
+        return f"s3://{self.bucket}/"
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist (the local stack and tests need this)."""

@@ -114,14 +114,14 @@ class StageBase:
         return audio.astype(np.float32), int(rate)
 
     def key_of(self, uri: str) -> str:
-        """The store key behind a URI this store produced."""
-        root = self.store.uri("_")[:-1]  # the store's URI prefix
-        if not uri.startswith(root):
+        """The store key behind a URI an event carries (events point into this store)."""
+        key = self.store.key_of(uri)
+        if key is None:
             raise InputError(
-                f"{uri} is not in this deployment's object store ({root})",
+                f"{uri} is not in this deployment's object store ({self.store.root_uri})",
                 "events must point into the configured store; check POLYDUB_S3_BUCKET",
             )
-        return uri[len(root):]
+        return key
 
     def local_copy(self, key: str) -> Path:
         """A local file with the object's content, cached per process for reuse by chunks.
