@@ -828,19 +828,24 @@ class MouthWarp:
         openness = mouth_openness(audio, sample_rate, fps, arr.shape[0], self.config, phoneme_timings)
         return self.warp_clip(arr, openness)
 
-    def warp_clip(self, frames: NDArray[np.uint8], openness: NDArray[np.floating]) -> NDArray[np.uint8]:
+    def warp_clip(self, frames: NDArray[np.uint8], openness: NDArray[np.floating],
+                  boxes: Sequence[FaceBox | None] | None = None) -> NDArray[np.uint8]:
         """Open the mouth of each frame by ``openness[i]`` in [0, 1] (for callers with their own
-        openness curve, e.g. from visemes). Frames without a face or at openness 0 are copied."""
+        openness curve, e.g. from visemes). Frames without a face or at openness 0 are copied.
+        ``boxes`` (one per frame, from :meth:`FaceTracker.track`) skips tracking, for callers
+        that also need the boxes."""
         arr = _check_clip(frames)
         amount = np.asarray(openness, dtype=np.float64).reshape(-1)
         if amount.size != arr.shape[0]:
             raise ValueError(f"need one openness per frame: {arr.shape[0]} frames, {amount.size} values")
         if not np.all(np.isfinite(amount)) or amount.min(initial=0.0) < 0 or amount.max(initial=0.0) > 1:
             raise ValueError("openness values must be finite and in [0, 1]")
-        tracker = FaceTracker(self.config)
+        if boxes is None:
+            boxes = FaceTracker(self.config).track(arr)
+        elif len(boxes) != arr.shape[0]:
+            raise ValueError(f"need one box (or None) per frame: {arr.shape[0]} frames, {len(boxes)} boxes")
         out = np.empty_like(arr)
-        for i, frame in enumerate(arr):
-            box = tracker.update(frame)
+        for i, (frame, box) in enumerate(zip(arr, boxes)):
             out[i] = frame if box is None else _warp_frame(frame, box, float(amount[i]), self.config)
         return out
 

@@ -385,3 +385,12 @@ def test_bad_inputs_raise_clear_errors(clip: np.ndarray, audio: np.ndarray) -> N
     with pytest.raises(ValueError, match="chin would fold"):
         MouthWarpConfig(max_open=0.3)
 
+
+
+def test_warp_with_given_boxes_equals_tracking(clip: np.ndarray, audio: np.ndarray, rendered: np.ndarray) -> None:
+    """Callers that need the face boxes (the served model counts faces) track once and pass them in."""
+    boxes = FaceTracker().track(clip)
+    openness = mouth_openness(audio, SR, FPS, clip.shape[0])
+    assert np.array_equal(MouthWarp().warp_clip(clip, openness, boxes), rendered)
+    with pytest.raises(ValueError, match="one box"):
+        MouthWarp().warp_clip(clip, openness, boxes[:-1])

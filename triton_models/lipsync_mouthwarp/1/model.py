@@ -6,7 +6,7 @@ import numpy as np
 
 from engines.batching import Item, scalar, triton_model_class
 from engines.interfaces import LIPSYNC_INPUTS, LIPSYNC_OUTPUTS
-from engines.mouthwarp import FaceTracker, MouthWarp, MouthWarpConfig
+from engines.mouthwarp import FaceTracker, MouthWarp, MouthWarpConfig, mouth_openness
 
 
 class MouthWarpServed:
@@ -25,8 +25,11 @@ class MouthWarpServed:
             frames = np.asarray(item["FRAMES"], dtype=np.uint8)
             rate = int(scalar(item, "SAMPLE_RATE"))
             fps = float(scalar(item, "FPS"))
-            rendered = self.engine.render_clip(frames, np.asarray(item["AUDIO"], dtype=np.float32), rate, fps)
-            faces = sum(box is not None for box in FaceTracker(self.config).track(frames))
+            boxes = FaceTracker(self.config).track(frames)
+            openness = mouth_openness(np.asarray(item["AUDIO"], dtype=np.float32), rate, fps,
+                                      frames.shape[0], self.config)
+            rendered = self.engine.warp_clip(frames, openness, boxes)
+            faces = sum(box is not None for box in boxes)
             results.append({"FRAMES": rendered, "FACE_FRAMES": np.array([faces], dtype=np.int64)})
         return results
 
