@@ -1242,6 +1242,11 @@ def stack_up(
             stack.stop()
             raise
     env = stack.env()
+    if "POLYDUB_BOOTSTRAP_SERVERS" in env:
+        from infra.topics import ensure_topics
+
+        created = _run_sync(ensure_topics(env["POLYDUB_BOOTSTRAP_SERVERS"], settings.topic_prefix))
+        print(f"# created {len(created)} topic(s) from infra/topics.yaml", file=out)
     print(format_exports(env), file=out)
     return env
 

@@ -29,6 +29,7 @@ from handlers.runtime.errors import InputError
 from handlers.runtime.objectstore import open_store
 from handlers.runtime.settings import Settings
 from infra import stack as stack_module
+from schemas.topics import ALL_TOPICS
 from infra.stack import (
     BrokerServer,
     S3Access,
@@ -368,6 +369,17 @@ def stack_settings(tmp_path: Path) -> Iterator[Settings]:
     stack_down(settings, out=io.StringIO())  # whatever the test did, nothing outlives it
 
 
+async def _list_topics(bootstrap: str) -> list[str]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return list(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
 def test_stack_up_status_down_detached(stack_settings: Settings) -> None:
     # stack_up in a separate process that exits: the servers must outlive it.
     env = {
@@ -398,6 +410,8 @@ def test_stack_up_status_down_detached(stack_settings: Settings) -> None:
         "POLYDUB_S3_SECRET_KEY", "POLYDUB_INFERENCE", "POLYDUB_TRITON_URL",
     }  # fmt: skip
     assert exports["POLYDUB_OBJECT_STORE"] == "s3" and exports["POLYDUB_INFERENCE"] == "triton"
+    assert f"# created {len(ALL_TOPICS)} topic(s)" in done.stdout
+    assert set(ALL_TOPICS) <= set(asyncio.run(_list_topics(exports["POLYDUB_BOOTSTRAP_SERVERS"])))
 
     state_path = stack_settings.stack_dir / "stack.json"
     state = json.loads(state_path.read_text())
