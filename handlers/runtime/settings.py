@@ -60,6 +60,17 @@ class Settings(BaseSettings):
         120.0, gt=0, description="Deadline of one Triton inference call, in seconds."
     )
 
+    # --- neural model files (read by the served models, never downloaded) ------
+    fastpitch_checkpoint: Path | None = Field(
+        None, description="NVIDIA FastPitch checkpoint (.pt) for `--tts fastpitch`."
+    )
+    hifigan_checkpoint: Path | None = Field(
+        None, description="NVIDIA HiFi-GAN checkpoint (.pt) paired with FastPitch."
+    )
+    fastpitch_random_init: bool = Field(
+        False, description="Run FastPitch with random weights (compute benchmarks only: it renders noise)."
+    )
+
     # --- pipeline ------------------------------------------------------------
     chunk_seconds: float = Field(
         10.0, gt=1.0, description="Longest chunk of timeline one handler call works on, in seconds."
@@ -113,6 +124,62 @@ class Settings(BaseSettings):
         30.0, ge=0.0, description="Upper bound of one retry delay, in seconds."
     )
 
+    # --- quality control -----------------------------------------------------
+    qc_similarity_min_reference: float = Field(
+        0.60, ge=-1.0, le=1.0,
+        description="Lowest speaker similarity (GE2E cosine, dub vs the speaker's reference) when the "
+        "voice comes from a reference engine (vc `world`, or `none`).",
+    )
+    qc_similarity_min_neural: float = Field(
+        0.85, ge=-1.0, le=1.0,
+        description="Lowest speaker similarity with neural voice cloning (vc `rvc`, or tts `vallex` "
+        "without vc); the research target is 0.85 (0.87 hoped for).",
+    )
+    qc_timing_tolerance_s: float = Field(
+        0.2, gt=0.0, description="How far a segment's speech may start from its slot's start (and run past "
+        "its end) and still count as on time, in seconds.",
+    )
+    qc_timing_min_share: float = Field(
+        0.9, ge=0.0, le=1.0, description="Share of segments that must be on time for QC to pass.",
+    )
+    qc_speedup_warn: float = Field(
+        1.6, ge=1.0, description="Speed-up of a segment (rate and time-stretch together) above which QC "
+        "warns that the speech may be hard to follow.",
+    )
+    qc_max_silence_gap_s: float = Field(
+        0.8, gt=0.0, description="Longest silence inside a segment's speech before QC calls it a gap "
+        "(a dropout where speech was expected), in seconds.",
+    )
+    qc_max_clipped_share: float = Field(
+        0.0001, ge=0.0, le=1.0,
+        description="Share of clipped samples (full scale, or flat-topped runs at the peak) that fails QC.",
+    )
+    qc_loudness_tolerance_lu: float = Field(
+        1.0, gt=0.0, description="How far the mix's integrated loudness may miss its target, in LU.",
+    )
+    qc_true_peak_tolerance_db: float = Field(
+        0.5, ge=0.0, description="How far the mix's true peak (4x oversampled) may pass "
+        "`POLYDUB_TRUE_PEAK_DBFS` before QC fails, in dB.",
+    )
+    qc_av_offset_max_ms: float = Field(
+        80.0, gt=0.0, description="Largest audio-visual offset of a chunk (lips vs dub) that passes QC, in ms.",
+    )
+    qc_av_search_ms: float = Field(
+        400.0, gt=0.0, description="How far either way QC searches for the audio-visual offset, in ms.",
+    )
+    qc_av_min_correlation: float = Field(
+        0.3, ge=-1.0, le=1.0, description="Below this correlation between mouth and dub level a chunk's "
+        "lips are reported as not following the dub (its offset is unreliable).",
+    )
+    qc_asr_model_path: Path | None = Field(
+        None, description="ASR checkpoint for the intelligibility check (served as model `asr`); unset "
+        "skips the check. None ships with polydub.",
+    )
+    qc_asr_max_error_rate: float = Field(
+        0.3, ge=0.0, description="Largest word (en) or character (ko, ja, zh) error rate of the "
+        "re-transcribed dub against the subtitles.",
+    )
+
     # --- local stack ---------------------------------------------------------
     stack_dir: Path = Field(
         Path(".polydub/stack"),
@@ -157,6 +224,16 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Log level of the structured JSON logs.")
     log_format: Literal["json", "text"] = Field(
         "json", description="`json` for machines, `text` for a person at a terminal."
+    )
+    metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port of a worker's `/metrics` (Prometheus) and `/healthz` endpoints; 0 turns them off.",
+    )
+    metrics_host: str = Field(
+        "0.0.0.0",
+        description="Address the metrics and health endpoints listen on (`127.0.0.1` keeps them local).",
     )
 
     @field_validator("log_level")
