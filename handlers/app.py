@@ -20,7 +20,7 @@ from handlers.qc import QCStage
 from handlers.synthesis import SynthesisStage
 from handlers.runtime.bus import KafkaPublisher, register_retry_relay, register_stage
 from handlers.runtime.errors import InputError, PolydubError
-from handlers.runtime.inference import open_inference
+from handlers.runtime.inference import InferenceClient, open_inference
 from handlers.runtime.jobstate import JobState
 from handlers.runtime.objectstore import open_store
 from handlers.runtime.settings import Settings
@@ -51,8 +51,12 @@ def parse_stages(value: str) -> tuple[str, ...]:
     return names
 
 
-def build_broker(settings: Settings, stages: Sequence[str], *, service_name: str = "polydub") -> tuple[Any, StageDeps]:
-    """A KafkaBroker with one subscriber per stage, telemetry and metrics middlewares."""
+def build_broker(settings: Settings, stages: Sequence[str], *, service_name: str = "polydub",
+                 inference: InferenceClient | None = None) -> tuple[Any, StageDeps]:
+    """A KafkaBroker with one subscriber per stage, telemetry and metrics middlewares.
+
+    ``inference`` replaces the client the settings name (tests inject faults through it).
+    """
     from faststream.kafka import KafkaBroker
     from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
     from faststream.kafka.prometheus import KafkaPrometheusMiddleware
@@ -73,7 +77,7 @@ def build_broker(settings: Settings, stages: Sequence[str], *, service_name: str
     )
     publisher = KafkaPublisher(broker, settings)
     store = open_store(settings)
-    deps = StageDeps(settings, store, open_inference(settings), publisher)
+    deps = StageDeps(settings, store, inference if inference is not None else open_inference(settings), publisher)
 
     async def mark_failed(event: Envelope, error: PolydubError) -> None:
         JobState(store, event.job_id).mark("failed", error.as_dict())

@@ -105,6 +105,9 @@ class ConversionStage(StageBase):
             inputs["TARGET_STATS"] = np.repeat(stats[None, :], n, axis=0)
             inputs["TARGET_STATS_LENGTH"] = np.full((n, 1), stats.size, dtype=np.int64)
         else:
+            # The model returns the statistics it estimated (already rounded to the
+            # float32 it will receive next time), so later chunks and redeliveries
+            # convert identically from the cached copy.
             reference, _ = await self.run_blocking(self.get_audio, manifest["speakers"][speaker])
             inputs["REFERENCE"] = np.repeat(reference[None, :], n, axis=0)
             inputs["REFERENCE_LENGTH"] = np.full((n, 1), reference.size, dtype=np.int64)

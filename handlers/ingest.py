@@ -64,11 +64,14 @@ class IngestStage(StageBase):
         with tempfile.TemporaryDirectory(prefix="polydub-ingest-") as tmp:
             work = Path(tmp)
             video = self._fetch(event.source_uri, work / "source")
-            if event.subtitles.uri is not None:
-                subs_path = self._fetch(event.subtitles.uri, work / f"subtitles.{event.subtitles.format or _ext(event.subtitles.uri)}")
-                inputs = validate_inputs(video, subs_path)
-            else:
-                inputs = validate_inputs(video, _inline_segments(event))
+            try:
+                if event.subtitles.uri is not None:
+                    subs_path = self._fetch(event.subtitles.uri, work / f"subtitles.{event.subtitles.format or _ext(event.subtitles.uri)}")
+                    inputs = validate_inputs(video, subs_path)
+                else:
+                    inputs = validate_inputs(video, _inline_segments(event))
+            except InputError as exc:
+                raise _naming_uri(exc, video, event.source_uri) from exc
             source_key = keys.source_key(event.job_id, "video")
             self.store.put_file(source_key, video)
             rate = self.settings.sample_rate
@@ -114,8 +117,13 @@ class IngestStage(StageBase):
         for label in labels:
             key = state.key(f"speakers/{label}.wav")
             if label in event.speaker_references:
-                path = self._fetch(event.speaker_references[label], work / f"ref-{label}")
-                clip = decode_audio(path, rate)
+                uri = event.speaker_references[label]
+                path = self._fetch(uri, work / f"ref-{label}")
+                try:
+                    clip = decode_audio(path, rate)
+                except InputError as exc:
+                    reason = _naming_uri(exc, path, uri).reason
+                    raise InputError(f"speaker reference {label!r}: {reason}", exc.fix) from exc
             else:
                 spans = [s for s in inputs.segments if (s.speaker or DEFAULT_SPEAKER) == label]
                 clip = _cut_reference(audio, rate, spans)
@@ -148,6 +156,11 @@ class IngestStage(StageBase):
         except OSError as exc:
             raise InputError(f"cannot read {uri}: {exc}", "check the URI is reachable from the workers") from exc
         return dest
+
+
+def _naming_uri(error: InputError, path: Path, uri: str) -> InputError:
+    """``error`` naming the submitted ``uri`` instead of this worker's temporary copy at ``path``."""
+    return InputError(error.reason.replace(str(path), uri), error.fix)
 
 
 def _cut_reference(audio: np.ndarray, rate: int, spans: list[Segment]) -> np.ndarray:

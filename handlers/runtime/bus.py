@@ -42,7 +42,7 @@ from handlers.runtime.telemetry import start_span
 from schemas.events import DeadLetter, DubFailed, Envelope, RetryScheduled
 from schemas.serialization import EventDecodeError, decode_event, encode_event
 from schemas.status import StatusCode
-from schemas.topics import RETRY, TOPIC_OF_EVENT, topic_name
+from schemas.topics import DEAD_LETTER, RETRY, TOPIC_OF_EVENT, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -221,9 +221,12 @@ async def _process(
             fix=error.fix,
             chunk_index=chunk_index,
         )
+        # Publish first, then mark: a marker written before a publish that fails
+        # would make the redelivered event skip as "already failed", and
+        # dub.failed would never be sent. The other order risks only a duplicate.
+        await publisher.publish(failed)
         if on_failure is not None:
             await on_failure(event, error)
-        await publisher.publish(failed)
         log.error("job failed", extra={"code": int(error.code), "reason": reason})
         return Outcome.FAILED
 
@@ -258,6 +261,11 @@ async def relay_retry(raw: bytes, publisher: Publisher, source: Source) -> Outco
         retry = decode_event(raw, RetryScheduled)
     except EventDecodeError as exc:
         await publisher.publish(_dead_letter(raw, str(exc), source))
+        return Outcome.DEAD_LETTERED
+    if retry.target_topic not in TOPIC_OF_EVENT.values() or retry.target_topic in (RETRY, DEAD_LETTER):
+        # Republishing would fail on every redelivery and block the partition.
+        error = f"cannot republish a retry to target_topic {retry.target_topic!r}: no stage consumes it"
+        await publisher.publish(_dead_letter(raw, error, source))
         return Outcome.DEAD_LETTERED
     delay = (retry.not_before - datetime.now(UTC)).total_seconds()
     if delay > 0:

@@ -10,9 +10,11 @@ its own job only.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import soundfile as sf
+from scipy.io import wavfile
 
 from handlers.runtime.bus import Publisher
 from handlers.runtime.errors import InputError
@@ -102,8 +105,14 @@ class StageBase:
     # --- audio in the store ------------------------------------------------------
 
     def put_audio(self, key: str, audio: np.ndarray, rate: int) -> str:
+        """Store ``audio`` as a 32-bit float WAV whose bytes depend only on the samples.
+
+        Written by scipy, not libsndfile: libsndfile adds a ``PEAK`` chunk with
+        the wall-clock time to float WAVs, so a redelivered event would rewrite
+        the "same" object with different bytes.
+        """
         buffer = io.BytesIO()
-        sf.write(buffer, np.asarray(audio, dtype=np.float32), rate, format="WAV", subtype="FLOAT")
+        wavfile.write(buffer, rate, np.ascontiguousarray(audio, dtype=np.float32))
         self.store.put_bytes(key, buffer.getvalue())
         return self.store.uri(key)
 
@@ -124,15 +133,18 @@ class StageBase:
         return key
 
     def local_copy(self, key: str) -> Path:
-        """A local file with the object's content, cached per process for reuse by chunks.
+        """A local file with the object's content, cached per host for reuse by chunks.
 
         Objects under ``jobs/`` are written once under deterministic keys, so a
-        cached copy never goes stale.
+        cached copy never goes stale. The cache is per store (its root URI):
+        the same job id in another bucket or folder is another object.
         """
-        cache = Path(tempfile.gettempdir()) / "polydub-cache" / key
+        store_dir = hashlib.sha256(self.store.root_uri.encode()).hexdigest()[:16]
+        cache = Path(tempfile.gettempdir()) / "polydub-cache" / store_dir / key
         if not cache.exists():
             cache.parent.mkdir(parents=True, exist_ok=True)
-            partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")
+            # Per process and thread: two stages of one process may fetch the same object.
+            partial = cache.with_name(f"{cache.name}.{os.getpid()}.{threading.get_ident()}.partial")
             self.store.get_file(key, partial)
             partial.replace(cache)
         return cache

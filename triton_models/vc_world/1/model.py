@@ -51,7 +51,10 @@ class WorldServed:
             if "TARGET_STATS" in item:
                 target = unpack_stats(item["TARGET_STATS"])
             elif "REFERENCE" in item:
-                target = estimate_stats(item["REFERENCE"], rate, self.config)
+                # Round-trip through the float32 wire format, so converting from a
+                # reference gives exactly what converting from the returned (and
+                # cached) statistics gives: redeliveries and neighbour chunks match.
+                target = unpack_stats(pack_stats(estimate_stats(item["REFERENCE"], rate, self.config)))
             else:
                 raise ValueError("give REFERENCE (a clip of the target speaker) or TARGET_STATS")
             wave = np.asarray(item["WAVEFORM"], dtype=np.float32)

@@ -1,0 +1,440 @@
+"""The real stages, event by event, over a local store and in-process engines.
+
+No broker: each published event is handed to the stage that consumes it,
+either straight to ``handle`` (to redeliver exactly what we choose) or through
+:func:`handlers.runtime.bus.process_event` and :func:`relay_retry` with a
+:class:`MemoryPublisher`, as the Kafka subscribers do. What is shown:
+
+* a 6 s sample in two chunks goes from ``media.submitted`` to one
+  ``dub.completed``;
+* redelivering any stage's event, plainly or after a crash between writing
+  the outputs and writing the stage's marker, rewrites byte-identical objects
+  and never yields a second ``dub.completed``;
+* a chunk whose TTS call fails twice still completes through the retry
+  path; one that always fails ends the job with ``INFERENCE_FAILED`` after the
+  bounded attempts, and later events of the job are skipped;
+* bad submissions fail at ingest with ``INPUT_REJECTED`` and a reason naming
+  the problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+import uuid
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from handlers.app import STAGE_CLASSES
+from handlers.runtime import keys
+from handlers.runtime.bus import MemoryPublisher, Outcome, Source, process_event, relay_retry
+from handlers.runtime.errors import PolydubError
+from handlers.runtime.inference import InferenceClient, LocalInferenceClient
+from handlers.runtime.jobstate import JobState
+from handlers.runtime.objectstore import LocalObjectStore
+from handlers.runtime.settings import Settings
+from handlers.runtime.stagekit import StageBase, StageDeps
+from handlers.sample import SampleFiles, make_sample
+from schemas.events import (
+    ChunkPlanned,
+    DubCompleted,
+    DubFailed,
+    EngineChoice,
+    Envelope,
+    JobAccepted,
+    MediaSubmitted,
+    RetryScheduled,
+    SubtitlesRef,
+)
+from schemas.serialization import encode_event
+from schemas.status import StatusCode
+from schemas.topics import RETRY, TOPIC_OF_EVENT
+from tests.fixtures.faults import FlakyInference
+
+pytestmark = pytest.mark.slow
+
+#: Chunk length that cuts the 6 s sample into two chunks (so merging waits for both).
+CHUNK_SECONDS = 4.0
+#: Every engine stage skipped but TTS: the fast configuration for failure paths.
+TTS_ONLY = EngineChoice(tts="espeak", vc="none", lipsync="none")
+CHUNK_STAGES = ("synthesis", "conversion", "lipsync")
+
+
+# --- helpers ----------------------------------------------------------------------
+
+
+@dataclass
+class Pipeline:
+    """Every stage over one store, with a publisher that records what they emit."""
+
+    settings: Settings
+    store: LocalObjectStore
+    inference: InferenceClient
+    publisher: MemoryPublisher = field(default_factory=MemoryPublisher)
+    consumed: list[Envelope] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        deps = StageDeps(self.settings, self.store, self.inference, self.publisher)
+        self.stages: dict[str, StageBase] = {
+            str(cls.consumes.model_fields["event_type"].default): cls(deps) for cls in STAGE_CLASSES.values()
+        }
+        self.by_topic = {TOPIC_OF_EVENT[event_type]: stage for event_type, stage in self.stages.items()}
+
+    def fork(self) -> Pipeline:
+        """Fresh stage instances (a new worker) and a new publisher, over the same store."""
+        return Pipeline(self.settings, self.store, self.inference)
+
+    def counts(self) -> Counter[str]:
+        return Counter(event.event_type for _, event, _ in self.publisher.events)  # type: ignore[attr-defined]
+
+    async def drive(self, events: Iterable[Envelope]) -> None:
+        """Hand each event to its stage's ``handle``, then whatever that publishes, until quiet."""
+        queue = deque(events)
+        while queue:
+            event = queue.popleft()
+            stage = self.stages.get(event.event_type)
+            if stage is None:  # dub.status, dub.completed, ...: nobody in the pipeline consumes them
+                continue
+            start = len(self.publisher.events)
+            await stage.handle(event, 0)
+            self.consumed.append(event)
+            queue.extend(published for _, published, _ in self.publisher.events[start:])  # type: ignore[misc]
+
+    async def deliver(self, first: Envelope) -> list[Outcome]:
+        """Like the Kafka subscribers: ``process_event`` per delivery, retries through the relay."""
+        outcomes: list[Outcome] = []
+        queue: deque[tuple[str, bytes, int]] = deque([(TOPIC_OF_EVENT[first.event_type], encode_event(first), 0)])
+        while queue:
+            topic, raw, attempt = queue.popleft()
+            n_events, n_raw = len(self.publisher.events), len(self.publisher.raw)
+            if topic == RETRY:
+                outcomes.append(await relay_retry(raw, self.publisher, Source(RETRY)))
+            elif (stage := self.by_topic.get(topic)) is not None:
+                outcomes.append(await process_event(stage, raw, attempt, Source(topic), self.publisher,
+                                                    self.settings, self.mark_failed))
+            else:
+                continue
+            queue.extend((t, encode_event(e), a) for t, e, a in self.publisher.events[n_events:])
+            queue.extend((t, payload, a) for t, payload, _, a in self.publisher.raw[n_raw:])
+        return outcomes
+
+    async def mark_failed(self, event: Envelope, error: PolydubError) -> None:
+        """The ``on_failure`` hook the workers install (``handlers.app.build_broker``)."""
+        JobState(self.store, event.job_id).mark("failed", error.as_dict())
+
+    def snapshot(self, job_id: str, *, with_state: bool = True) -> dict[str, str]:
+        """sha256 of every object of the job (optionally without the state rows and markers)."""
+        prefix = keys.job_prefix(job_id)
+        return {
+            key: hashlib.sha256(self.store.get_bytes(key)).hexdigest()
+            for key in self.store.list(prefix)
+            if with_state or not key.startswith(f"{prefix}state/")
+        }
+
+
+def _settings(root: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "object_store": "local",
+        "local_store_dir": root / "store",
+        "chunk_seconds": CHUNK_SECONDS,
+        "trace_file": root / "traces.jsonl",
+        "retry_max_attempts": 3,
+        "retry_backoff_s": 0.0,
+        "retry_backoff_max_s": 0.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def _pipeline(root: Path, inference: InferenceClient | None = None, **overrides: Any) -> Pipeline:
+    settings = _settings(root, **overrides)
+    return Pipeline(settings, LocalObjectStore(settings.local_store_dir), inference or LocalInferenceClient())
+
+
+def _submission(sample: SampleFiles, engines: EngineChoice | None = None, **fields: Any) -> MediaSubmitted:
+    values: dict[str, Any] = {
+        "job_id": f"stages-{uuid.uuid4().hex[:10]}",
+        "source_uri": sample.video.resolve().as_uri(),
+        "target_lang": "ko",
+        "subtitles": SubtitlesRef(uri=sample.subtitles.resolve().as_uri(), format="srt"),
+        "engines": engines or EngineChoice(),
+    }
+    values.update(fields)
+    return MediaSubmitted(**values)
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> SampleFiles:
+    """The 6 s Korean-subtitled sample video, made once for the module."""
+    return make_sample(tmp_path_factory.mktemp("sample") / "sample.mp4", target_lang="ko", seconds=6)
+
+
+@dataclass
+class CompletedRun:
+    pipeline: Pipeline
+    submitted: MediaSubmitted
+    snapshot: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def completed(sample: SampleFiles, tmp_path_factory: pytest.TempPathFactory) -> CompletedRun:
+    """One job driven through every stage with every engine on; tests redeliver into it.
+
+    Stages keep no loop-bound state, so the run's own event loop may end here.
+    """
+    pipeline = _pipeline(tmp_path_factory.mktemp("completed"))
+    submitted = _submission(sample)
+    asyncio.run(pipeline.drive([submitted]))
+    return CompletedRun(pipeline, submitted, pipeline.snapshot(submitted.job_id))
+
+
+# --- the happy path -----------------------------------------------------------------
+
+
+async def test_sample_goes_from_submission_to_one_completion(completed: CompletedRun) -> None:
+    pipeline, job_id = completed.pipeline, completed.submitted.job_id
+    counts = pipeline.counts()
+    n_chunks = len(JobState(pipeline.store, job_id).read_json("plan.json")["chunks"])
+
+    assert n_chunks == 2
+    assert counts["dub.completed"] == 1
+    assert counts["dub.failed"] == 0
+    assert counts["job.accepted"] == counts["job.merged"] == 1
+    for event_type in ("chunk.planned", "chunk.synthesized", "chunk.converted", "chunk.rendered"):
+        assert counts[event_type] == n_chunks, event_type
+    done = pipeline.publisher.of_type(DubCompleted)[0]
+    assert done.job_id == job_id and done.qc.passed, done.qc
+    assert pipeline.store.exists(keys.output_key(job_id, "dubbed.mp4"))
+    assert JobState(pipeline.store, job_id).is_marked("completed")
+    for index in range(n_chunks):
+        for stage in CHUNK_STAGES:
+            assert JobState(pipeline.store, job_id).is_done(stage, index), (stage, index)
+
+
+# --- redelivery ---------------------------------------------------------------------
+
+
+def _crash_before_marker(run: CompletedRun, stage: str, event: Envelope) -> None:
+    """Undo what a crash right after the stage's outputs (before its marker) leaves undone."""
+    state = JobState(run.pipeline.store, run.submitted.job_id)
+    if stage in CHUNK_STAGES:
+        run.pipeline.store.delete(keys.chunk_done_key(state.job_id, event.chunk_index, stage))  # type: ignore[attr-defined]
+    elif stage == "merging":
+        if state.is_marked("merged"):
+            run.pipeline.store.delete(state.key("state/merged"))
+    elif stage == "qc":
+        run.pipeline.store.delete(state.key("state/completed"))
+
+
+@pytest.mark.parametrize("stage", list(STAGE_CLASSES))
+async def test_redelivered_event_rewrites_the_same_bytes_and_completes_nothing_twice(
+    completed: CompletedRun, stage: str
+) -> None:
+    """Each of the stage's events handled again, by a new worker, with everything that follows."""
+    events = [e for e in completed.pipeline.consumed if completed.pipeline.stages[e.event_type].name == stage]
+    assert events
+    worker = completed.pipeline.fork()
+
+    await worker.drive(events)
+
+    assert worker.snapshot(completed.submitted.job_id) == completed.snapshot
+    assert worker.counts()["dub.completed"] == 0
+    assert worker.counts()["dub.failed"] == 0
+
+
+@pytest.mark.parametrize("stage", [*CHUNK_STAGES, "merging"])
+async def test_redelivery_after_a_crash_before_the_marker_rewrites_the_same_bytes(
+    completed: CompletedRun, stage: str
+) -> None:
+    """The stage does its work again (its marker is missing) and writes identical objects."""
+    events = [e for e in completed.pipeline.consumed if completed.pipeline.stages[e.event_type].name == stage]
+    worker = completed.pipeline.fork()
+    for event in events:
+        _crash_before_marker(completed, stage, event)
+        await worker.drive([event])
+
+    job_id = completed.submitted.job_id
+    assert worker.snapshot(job_id, with_state=False) == {
+        k: v for k, v in completed.snapshot.items() if not k.startswith(f"{keys.job_prefix(job_id)}state/")
+    }
+    assert set(worker.snapshot(job_id)) == set(completed.snapshot)  # every marker is back
+    assert worker.counts()["dub.completed"] == 0
+    if stage == "merging":  # it merged again on each event, and QC saw the job was delivered
+        assert worker.counts()["job.merged"] == len(events) == 2
+
+
+async def test_a_completion_repeated_after_a_crash_is_recognisably_the_same(completed: CompletedRun) -> None:
+    """QC published, then crashed before its marker: the duplicate carries the same event id."""
+    merged = [e for e in completed.pipeline.consumed if e.event_type == "job.merged"]
+    worker = completed.pipeline.fork()
+    _crash_before_marker(completed, "qc", merged[0])
+
+    await worker.drive(merged)
+
+    (again,) = worker.publisher.of_type(DubCompleted)
+    (first,) = completed.pipeline.publisher.of_type(DubCompleted)
+    assert again.event_id == first.event_id
+    assert JobState(worker.store, completed.submitted.job_id).is_marked("completed")
+
+
+# --- transient and permanent inference failures ------------------------------------------
+
+
+async def test_tts_failing_twice_then_succeeding_still_completes(sample: SampleFiles, tmp_path: Path) -> None:
+    inference = FlakyInference("tts_espeak", fail_first=2)
+    pipeline = _pipeline(tmp_path, inference, retry_max_attempts=3)
+
+    outcomes = await pipeline.deliver(_submission(sample, TTS_ONLY))
+
+    counts = pipeline.counts()
+    assert counts["dub.completed"] == 1, pipeline.publisher.of_type(DubFailed)
+    assert counts["dub.failed"] == 0
+    retries = pipeline.publisher.of_type(RetryScheduled)
+    assert len(retries) == 2
+    assert all("injected failure" in r.reason and r.target_topic == "chunk.planned" for r in retries)
+    assert outcomes.count(Outcome.RETRY_SCHEDULED) == 2
+    assert inference.calls["tts_espeak"] == 2 + 2  # two chunks, each failed at most once more
+    assert Outcome.DEAD_LETTERED not in outcomes
+
+
+async def test_tts_always_failing_fails_the_job_once_after_the_bounded_attempts(
+    sample: SampleFiles, tmp_path: Path
+) -> None:
+    inference = FlakyInference("tts_espeak", always=True)
+    pipeline = _pipeline(tmp_path, inference, retry_max_attempts=3)
+    submitted = _submission(sample, TTS_ONLY)
+
+    await pipeline.deliver(submitted)
+
+    (failed,) = pipeline.publisher.of_type(DubFailed)
+    assert failed.status is StatusCode.INFERENCE_FAILED
+    assert failed.stage == "synthesis"
+    assert failed.reason.endswith("(gave up after 3 attempts)")
+    assert "tts_espeak" in failed.reason
+    assert pipeline.counts()["dub.completed"] == 0
+    assert pipeline.counts()["chunk.synthesized"] == 0
+    # The chunk that failed was tried exactly the bound; the other chunk stopped
+    # as soon as the job was marked failed (at most the bound, too).
+    failing = [r for r in pipeline.publisher.of_type(RetryScheduled) if r.event["chunk_index"] == failed.chunk_index]
+    assert [r.attempt for r in failing] == [1, 2]
+    assert 3 <= inference.calls["tts_espeak"] <= 2 * 3
+    state = JobState(pipeline.store, submitted.job_id)
+    assert state.read_json("state/failed")["code"] == int(StatusCode.INFERENCE_FAILED)
+
+    # Later events of the failed job are skipped: nothing published, no model called.
+    calls_before = sum(inference.calls.values())
+    later = pipeline.fork()
+    planned = ChunkPlanned(job_id=submitted.job_id, chunk_index=0, n_chunks=2,
+                           manifest_uri=pipeline.store.uri(state.key("manifest.json")),
+                           start_s=0.0, end_s=CHUNK_SECONDS, segment_indices=[0])
+    accepted = next(e for e in pipeline.publisher.of_type(JobAccepted))
+    await later.drive([submitted, accepted, planned])
+    assert later.publisher.events == []
+    assert sum(inference.calls.values()) == calls_before
+
+
+# --- bad inputs ---------------------------------------------------------------------------
+
+
+async def _ingest_failure(root: Path, submitted: MediaSubmitted) -> tuple[Pipeline, DubFailed]:
+    pipeline = _pipeline(root)
+    outcomes = await pipeline.deliver(submitted)
+    assert outcomes == [Outcome.FAILED]
+    (failed,) = pipeline.publisher.of_type(DubFailed)
+    assert failed.status is StatusCode.INPUT_REJECTED
+    assert failed.stage == "ingest"
+    assert failed.fix
+    assert pipeline.counts()["job.accepted"] == 0
+    assert JobState(pipeline.store, submitted.job_id).is_marked("failed")
+    return pipeline, failed
+
+
+async def test_missing_video_is_rejected_naming_it(sample: SampleFiles, tmp_path: Path) -> None:
+    missing = (tmp_path / "nowhere" / "video.mp4").as_uri()
+
+    _, failed = await _ingest_failure(tmp_path, _submission(sample, source_uri=missing))
+
+    assert missing in failed.reason and "does not exist" in failed.reason
+
+
+async def test_source_that_is_not_a_video_is_rejected_naming_its_uri(sample: SampleFiles, tmp_path: Path) -> None:
+    """The reason names what was submitted, not the worker's temporary copy of it."""
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video at all")
+
+    _, failed = await _ingest_failure(tmp_path, _submission(sample, source_uri=text.as_uri()))
+
+    assert text.as_uri() in failed.reason and "not a media file" in failed.reason, failed.reason
+    assert "polydub-ingest-" not in failed.reason
+
+
+async def test_subtitles_past_the_end_are_rejected_naming_the_cue(sample: SampleFiles, tmp_path: Path) -> None:
+    subs = tmp_path / "late.srt"
+    subs.write_text("1\n00:00:01,000 --> 00:00:02,000\n안녕하세요.\n\n"
+                    "2\n00:00:07,000 --> 00:00:08,500\n너무 늦었어요.\n", encoding="utf-8")
+
+    _, failed = await _ingest_failure(
+        tmp_path, _submission(sample, subtitles=SubtitlesRef(uri=subs.as_uri(), format="srt"))
+    )
+
+    assert "line 6" in failed.reason and "00:00:07" in failed.reason, failed.reason
+    assert "video's end" in failed.reason
+
+
+async def test_reference_for_an_unknown_speaker_is_rejected(sample: SampleFiles, tmp_path: Path) -> None:
+    reference = tmp_path / "narrator.wav"
+    shutil.copyfile(sample.video, reference)
+
+    _, failed = await _ingest_failure(
+        tmp_path, _submission(sample, speaker_references={"narrator": reference.as_uri()})
+    )
+
+    assert "narrator" in failed.reason and "no subtitle segment uses" in failed.reason
+
+
+async def test_reference_that_is_not_audio_is_rejected_naming_speaker_and_uri(
+    sample: SampleFiles, tmp_path: Path
+) -> None:
+    reference = tmp_path / "voice.txt"
+    reference.write_text("this is not audio")
+
+    _, failed = await _ingest_failure(
+        tmp_path, _submission(sample, speaker_references={"default": reference.as_uri()})
+    )
+
+    assert "'default'" in failed.reason and reference.as_uri() in failed.reason, failed.reason
+    assert "not a media file" in failed.reason
+
+
+async def test_a_rejected_job_is_not_retried_or_resurrected(sample: SampleFiles, tmp_path: Path) -> None:
+    """Resubmitting the same job id after rejection publishes nothing new."""
+    submitted = _submission(sample, source_uri=(tmp_path / "gone.mp4").as_uri())
+    pipeline, _ = await _ingest_failure(tmp_path, submitted)
+    again = pipeline.fork()
+
+    await again.drive([submitted])
+
+    assert again.publisher.events == []
+    assert pipeline.publisher.of_type(RetryScheduled) == []
+
+
+# --- caches that outlive an event -------------------------------------------------------
+
+
+def test_local_copies_of_the_same_key_in_two_stores_are_kept_apart(tmp_path: Path) -> None:
+    """Job ids are chosen by submitters: the same key in another store is another object."""
+    key = keys.source_key("stages-same-job-id", "video")
+    copies = []
+    for name in ("a", "b"):
+        store = LocalObjectStore(tmp_path / name)
+        store.put_bytes(key, f"video of store {name}".encode())
+        stage = StageBase(StageDeps(_settings(tmp_path / name), store, LocalInferenceClient(), MemoryPublisher()))
+        copies.append(stage.local_copy(key))
+
+    assert [c.read_bytes() for c in copies] == [b"video of store a", b"video of store b"]
