@@ -42,6 +42,7 @@ bench: venv
 generate: venv
 	$(BIN)/python -m schemas.generate
 	$(BIN)/python -m infra.triton_configs
+	$(BIN)/python -m handlers.asyncapi
 	$(BIN)/python -m infra.docs
 
 clean:

@@ -83,13 +83,21 @@ def cmd_stack(args: argparse.Namespace) -> int:
     from infra import stack
 
     settings = get_settings()
-    services = tuple(args.services.split(",")) if args.services else stack.ALL_SERVICES
+    services = tuple(args.services.split(",")) if args.services else stack.SERVICES
     if args.action == "up":
         stack.stack_up(settings, services)
     elif args.action == "down":
         stack.stack_down(settings)
     else:
         stack.stack_status(settings)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from handlers.qc_report import write_job_report
+
+    store = Path(args.store) if args.store else None
+    print(f"QC report: {write_job_report(get_settings(), args.job, Path(args.output), store)}")
     return 0
 
 
@@ -101,6 +109,138 @@ def cmd_config(args: argparse.Namespace) -> int:
         shown = "***" if "secret" in name and value else value
         print(f"POLYDUB_{name.upper()}={'' if shown is None else shown}")
     return 0
+
+
+# --- cluster commands: worker, submit, status, watch, trace --------------------
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from handlers.app import parse_stages
+    from handlers.worker import run_worker
+
+    settings = get_settings()
+    if args.metrics_port is not None:
+        settings = settings.model_copy(update={"metrics_port": args.metrics_port})
+    return run_worker(settings, parse_stages(args.stages))
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from handlers.client import submit_job
+    from schemas.events import EngineChoice
+
+    settings = get_settings()
+    engines = EngineChoice(tts=args.tts, vc=args.vc, lipsync=args.lipsync)
+    submission = asyncio.run(
+        submit_job(Path(args.video), Path(args.subs), args.to, engines, settings, job_id=args.job_id)
+    )
+    print(submission.job_id, flush=True)
+    return _follow_job(submission.job_id, args.timeout) if args.wait else 0
+
+
+def _follow_job(job_id: str, timeout_s: float | None) -> int:
+    """Print the job's events until it ends; a failed job exits like ``polydub run``'s."""
+    import asyncio
+
+    from handlers.client import follow, print_lines
+    from schemas.events import DubFailed
+
+    outcome = asyncio.run(follow(get_settings(), job_id, timeout_s=timeout_s, emit=print_lines))
+    if isinstance(outcome, DubFailed):
+        from handlers.embedded import JobFailed
+
+        raise JobFailed(outcome)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from handlers.client import read_status, render_status, status_json
+    from handlers.runtime.objectstore import open_store
+
+    status = read_status(open_store(get_settings()), args.job)
+    print(status_json(status) if args.json else render_status(status))
+    return EXIT_FAILED_JOB if status.state == "failed" else 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from handlers.client import follow, print_lines
+
+    if args.job is not None:
+        return _follow_job(args.job, args.timeout)
+    asyncio.run(follow(get_settings(), None, from_beginning=args.from_beginning,
+                       timeout_s=args.timeout, emit=print_lines))
+    return 0
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from handlers.runtime.errors import InputError
+    from handlers.runtime.keys import validate_job_id
+    from handlers.tracing_view import load_job_spans, render_job
+
+    settings = get_settings()
+    job_id = validate_job_id(args.job)
+    path = Path(args.file) if args.file else settings.trace_file
+    if settings.otlp_endpoint and not args.file:
+        raise InputError(
+            f"spans go to the OTLP collector at {settings.otlp_endpoint}, not to a file",
+            "look the trace up in your tracing backend by the job_id attribute, or pass --file",
+        )
+    if not path.is_file():
+        raise InputError(
+            f"no span file at {path}",
+            "set POLYDUB_TRACE_FILE to the file the workers and `polydub submit` write",
+        )
+    spans, unreadable = load_job_spans(path, job_id)
+    if not spans:
+        raise InputError(
+            f"no spans of job {job_id} in {path}",
+            "check the job id; workers and `polydub submit` must share POLYDUB_TRACE_FILE",
+        )
+    print(render_job(job_id, spans, show_messaging=args.all, unreadable=unreadable))
+    return 0
+
+
+def _add_cluster_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``worker``, ``submit``, ``status``, ``watch``, ``trace``: the distributed path."""
+    worker = sub.add_parser("worker", help="run pipeline stages against the configured Kafka, store, inference")
+    worker.add_argument("--stages", required=True,
+                        help="comma list of ingest,chunking,synthesis,conversion,lipsync,merging,qc,retry or 'all'")
+    worker.add_argument("--metrics-port", type=int, default=None,
+                        help="serve /metrics and /healthz on this port (default POLYDUB_METRICS_PORT; 0 = off)")
+    worker.set_defaults(func=cmd_worker)
+
+    submit = sub.add_parser("submit", help="upload a video and its subtitles and publish media.submitted")
+    submit.add_argument("video", help="the video to dub")
+    submit.add_argument("--subs", required=True, help="target-language subtitles (SRT or WebVTT)")
+    submit.add_argument("--to", type=_language, required=True, help="target language")
+    submit.add_argument("--tts", choices=("espeak", "fastpitch", "vallex"), default="espeak")
+    submit.add_argument("--vc", choices=("world", "rvc", "none"), default="world")
+    submit.add_argument("--lipsync", choices=("mouthwarp", "wav2lip", "none"), default="mouthwarp")
+    submit.add_argument("--job-id", default=None, help="job id (default: a new random one); also the idempotency key")
+    submit.add_argument("--wait", action="store_true", help="follow the job's events until it completes or fails")
+    submit.add_argument("--timeout", type=_positive_seconds, default=None, help="with --wait: give up after this many seconds")
+    submit.set_defaults(func=cmd_submit)
+
+    status = sub.add_parser("status", help="a job's stage, progress, outputs or failure, from the object store")
+    status.add_argument("job", help="the job id")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(func=cmd_status)
+
+    watch = sub.add_parser("watch", help="follow dub.status/dub.completed/dub.failed events")
+    watch.add_argument("job", nargs="?", default=None, help="one job (ends when it does); default: every job")
+    watch.add_argument("--from-beginning", action="store_true",
+                       help="every job: start at the oldest retained event instead of now")
+    watch.add_argument("--timeout", type=_positive_seconds, default=None, help="stop after this many seconds")
+    watch.set_defaults(func=cmd_watch)
+
+    trace = sub.add_parser("trace", help="print a job's span tree with timings, from POLYDUB_TRACE_FILE")
+    trace.add_argument("job", help="the job id")
+    trace.add_argument("--file", default=None, help="span file (default: POLYDUB_TRACE_FILE)")
+    trace.add_argument("--all", action="store_true", help="also show the Kafka create/publish/process spans")
+    trace.set_defaults(func=cmd_trace)
 
 
 # --- parser --------------------------------------------------------------------
@@ -136,12 +276,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     stack = sub.add_parser("stack", help="start/stop the local broker, SeaweedFS and Triton")
     stack.add_argument("action", choices=("up", "down", "status"))
-    stack.add_argument("--services", default=None, help="comma list of broker,s3,triton (default: all)")
+    stack.add_argument("--services", default=None, help="comma list of seaweed,broker,triton (default: all)")
     stack.set_defaults(func=cmd_stack)
+
+    report = sub.add_parser("report", help="(re)render a job's QC report page from its stored files")
+    report.add_argument("job", help="the job id")
+    report.add_argument("--store", default=None, help="a local object-store folder (default: the configured store)")
+    report.add_argument("-o", "--output", default=".", help="folder for JOB.qc.html and JOB.qc.json")
+    report.set_defaults(func=cmd_report)
 
     config = sub.add_parser("config", help="print the effective POLYDUB_* settings")
     config.add_argument("--markdown", action="store_true", help="print the settings table for docs")
     config.set_defaults(func=cmd_config)
+
+    _add_cluster_commands(sub)
     return parser
 
 
@@ -165,6 +313,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("polydub: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Output piped into `head` and the like: the reader left, nothing went wrong.
+        sys.stderr.close()
+        return 0
     except Exception:
         if args.debug:
             raise

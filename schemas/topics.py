@@ -1,7 +1,7 @@
 """Kafka topic names, one per event type, and the event each topic carries.
 
-Every event is keyed by ``job_id`` so one job's events stay ordered within a
-partition. Deployments that share a cluster prefix every name
+Events are keyed by ``job_id`` (per-chunk events by ``job_id/chunk_index``,
+see :func:`partition_key`). Deployments that share a cluster prefix every name
 (``POLYDUB_TOPIC_PREFIX``); :func:`topic_name` applies it.
 """
 
@@ -44,6 +44,21 @@ TOPIC_OF_EVENT: Final[dict[str, str]] = {
     "retry.scheduled": RETRY,
     "dead.letter": DEAD_LETTER,
 }
+
+
+def partition_key(job_id: str | None, chunk_index: int | None = None) -> str | None:
+    """The Kafka key of an event: the job, or the job's chunk for per-chunk events.
+
+    Job-level events (``dub.status``, ``dub.completed``...) are keyed by
+    ``job_id``, so one job's progress and outcome stay ordered in one
+    partition. Per-chunk events are keyed by ``{job_id}/{chunk_index}``: one
+    chunk's events stay ordered, while a job's chunks spread over partitions
+    and so over the workers of a stage; keyed by job alone, every chunk of a
+    long video would queue behind one consumer.
+    """
+    if job_id is None:
+        return None
+    return job_id if chunk_index is None else f"{job_id}/{chunk_index}"
 
 
 def topic_name(topic: str, prefix: str = "") -> str:

@@ -294,7 +294,7 @@ async def test_retries_through_the_relay_until_the_bound() -> None:
         relayed = MemoryPublisher()
         assert await relay_retry(encode_event(retry), relayed, Source(RETRY)) is Outcome.DONE
         (topic, raw, key, attempt), = relayed.raw
-        assert (topic, key) == (CHUNK_PLANNED, event.job_id)
+        assert (topic, key) == (CHUNK_PLANNED, f"{event.job_id}/{event.chunk_index}")  # the chunk's key
 
     assert outcomes == [Outcome.RETRY_SCHEDULED] * 3 + [Outcome.FAILED]
     assert [a for _, a in stage.calls] == [0, 1, 2, 3]
@@ -372,7 +372,7 @@ async def test_relay_waits_until_not_before_then_republishes_with_the_attempt() 
     assert outcome is Outcome.DONE
     assert time.monotonic() - started >= 0.35
     (topic, payload, key, attempt), = publisher.raw
-    assert (topic, key, attempt) == (CHUNK_PLANNED, event.job_id, 2)
+    assert (topic, key, attempt) == (CHUNK_PLANNED, f"{event.job_id}/{event.chunk_index}", 2)
     assert ChunkPlanned.model_validate_json(payload) == event
 
 

@@ -195,3 +195,10 @@ def test_topic_prefix() -> None:
     assert topics.topic_name(topics.DUB_STATUS, "prod.") == "prod.dub.status"
     with pytest.raises(ValueError, match="unknown topic"):
         topics.topic_name("dub.unknown")
+
+
+def test_partition_keys_spread_chunks_and_keep_jobs_together() -> None:
+    assert topics.partition_key("job-1") == "job-1"
+    assert topics.partition_key("job-1", 0) == "job-1/0"
+    assert topics.partition_key("job-1", 0) != topics.partition_key("job-1", 1)
+    assert topics.partition_key(None) is None

@@ -42,7 +42,7 @@ from handlers.runtime.telemetry import start_span
 from schemas.events import DeadLetter, DubFailed, Envelope, RetryScheduled
 from schemas.serialization import EventDecodeError, decode_event, encode_event
 from schemas.status import StatusCode
-from schemas.topics import DEAD_LETTER, RETRY, TOPIC_OF_EVENT, topic_name
+from schemas.topics import DEAD_LETTER, RETRY, TOPIC_OF_EVENT, partition_key, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class MemoryPublisher:
 
 
 class KafkaPublisher:
-    """Publishes through a FastStream broker, keyed by ``job_id``.
+    """Publishes through a FastStream broker, keyed by :func:`schemas.topics.partition_key`.
 
     The telemetry middleware on the broker adds the ``traceparent`` header.
     """
@@ -88,7 +88,8 @@ class KafkaPublisher:
 
     async def publish(self, event: BaseModel, attempt: int = 0) -> None:
         topic = TOPIC_OF_EVENT[event.event_type]  # type: ignore[attr-defined]
-        await self.publish_raw(topic, encode_event(event), getattr(event, "job_id", None), attempt)
+        key = partition_key(getattr(event, "job_id", None), getattr(event, "chunk_index", None))
+        await self.publish_raw(topic, encode_event(event), key, attempt)
 
     async def publish_raw(self, topic: str, payload: bytes, key: str | None, attempt: int) -> None:
         await self._broker.publish(
@@ -271,7 +272,10 @@ async def relay_retry(raw: bytes, publisher: Publisher, source: Source) -> Outco
     if delay > 0:
         await asyncio.sleep(delay)
     await publisher.publish_raw(
-        retry.target_topic, orjson.dumps(retry.event), retry.job_id, retry.attempt
+        retry.target_topic,
+        orjson.dumps(retry.event),
+        partition_key(retry.job_id, retry.event.get("chunk_index")),
+        retry.attempt,
     )
     return Outcome.DONE
 

@@ -1,0 +1,444 @@
+"""The user's side of a deployment: ``polydub submit``, ``polydub status``, ``polydub watch``.
+
+These commands talk to a running cluster (workers started with ``polydub
+worker``) through the same two things the workers share, never through a
+worker: the object store and the Kafka topics.
+
+* **submit** validates the inputs on this machine first (a bad file fails in
+  a second with the reason, not in a worker's log), uploads the video and the
+  subtitles under ``uploads/{job_id}/``, and publishes ``media.submitted``
+  inside a root span ``job``, so every stage's span joins one trace.
+* **status** reads the job's state from the object store only (manifest,
+  plan, chunk rows, ``_done`` markers, job markers, outputs): it works for a
+  job finished last week, with no broker and no worker running.
+* **watch** follows ``dub.status``/``dub.completed``/``dub.failed``. It reads
+  with a plain consumer outside any consumer group: a watcher must neither
+  take partitions from anyone nor wait for a group join, and it commits
+  nothing. Watching one job reads only the partition its key hashes to, from
+  the start of the topic's retention, so a job that finished before the
+  watch began still prints its history and ends at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from handlers.runtime import keys
+from handlers.runtime.errors import InputError, ObjectNotFound, PolydubError
+from handlers.runtime.logs import bind_job
+from handlers.runtime.objectstore import ObjectStore
+from handlers.runtime.settings import Settings
+from schemas.events import DubCompleted, DubFailed, DubStatus, EngineChoice, MediaSubmitted, SubtitlesRef
+from schemas.status import StatusCode
+from schemas.topics import DUB_COMPLETED, DUB_FAILED, DUB_STATUS, topic_name
+
+log = logging.getLogger(__name__)
+
+#: Where ``polydub submit`` puts a job's inputs, before ingest copies them under ``jobs/``.
+UPLOAD_PREFIX = "uploads"
+SUBMIT_SERVICE_NAME = "polydub-submit"
+WATCH_CLIENT_ID = "polydub-watch"
+WATCH_TOPICS: tuple[str, ...] = (DUB_STATUS, DUB_COMPLETED, DUB_FAILED)
+#: Longest one poll of the watch consumer blocks (bounds Ctrl-C and timeout latency).
+WATCH_POLL_MS = 500
+#: After a job's final event, how long to collect its events still in other partitions.
+WATCH_DRAIN_MS = 300
+#: A video's file extension is kept in its upload key when it is this simple.
+_SIMPLE_EXTENSION = re.compile(r"\.[a-z0-9]{1,5}")
+
+
+class WatchTimeout(PolydubError):
+    """The job did not finish within ``--timeout``."""
+
+    code = StatusCode.TIMEOUT
+
+
+def new_job_id() -> str:
+    """A fresh job id: short enough to type, random enough never to collide."""
+    return f"job-{uuid.uuid4().hex[:12]}"
+
+
+def upload_keys(job_id: str, video: Path, subtitles: Path) -> tuple[str, str]:
+    """``uploads/{job_id}/video.mp4`` and ``uploads/{job_id}/subtitles.srt`` (or ``.vtt``)."""
+    prefix = f"{UPLOAD_PREFIX}/{keys.validate_job_id(job_id)}/"
+    suffix = video.suffix.lower()
+    video_name = "video" + (suffix if _SIMPLE_EXTENSION.fullmatch(suffix) else "")
+    return prefix + video_name, prefix + f"subtitles.{subtitle_format(subtitles)}"
+
+
+def subtitle_format(path: Path) -> str:
+    return "vtt" if path.suffix.lower() == ".vtt" else "srt"
+
+
+# --- submit ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What ``polydub submit`` did."""
+
+    job_id: str
+    video_uri: str
+    subtitles_uri: str
+
+
+async def submit_job(
+    video: Path,
+    subtitles: Path,
+    target_lang: str,
+    engines: EngineChoice,
+    settings: Settings,
+    *,
+    job_id: str | None = None,
+) -> Submission:
+    """Validate, upload, publish ``media.submitted``; returns once the broker has the event."""
+    from aiokafka.errors import KafkaError
+
+    from handlers.app import build_broker
+    from handlers.inputs import validate_inputs
+    from handlers.runtime.telemetry import start_span
+    from infra.topics import ensure_topics
+
+    validate_inputs(video, subtitles)
+    job_id = keys.validate_job_id(job_id or new_job_id())
+    with bind_job(job_id):
+        # No stages: a broker with the workers' telemetry wiring and the keyed publisher.
+        broker, deps = build_broker(settings, (), service_name=SUBMIT_SERVICE_NAME)
+        store = deps.store
+        try:
+            if await asyncio.to_thread(store.exists, keys.manifest_key(job_id)):
+                raise InputError(
+                    f"job {job_id} already exists (its inputs were ingested)",
+                    f"submit without --job-id for a new job, or see `polydub status {job_id}`",
+                )
+            video_key, subtitles_key = upload_keys(job_id, video, subtitles)
+            await asyncio.to_thread(store.put_file, video_key, video)
+            await asyncio.to_thread(store.put_file, subtitles_key, subtitles)
+            log.info("uploaded inputs", extra={"video": store.uri(video_key), "subtitles": store.uri(subtitles_key)})
+            event = MediaSubmitted(
+                job_id=job_id,
+                source_uri=store.uri(video_key),
+                target_lang=target_lang,  # type: ignore[arg-type]
+                subtitles=SubtitlesRef(uri=store.uri(subtitles_key), format=subtitle_format(subtitles)),  # type: ignore[arg-type]
+                engines=engines,
+            )
+            try:
+                # Producing to a missing topic would auto-create it with the broker's defaults.
+                await ensure_topics(settings.bootstrap_servers, settings.topic_prefix)
+                async with broker:  # connects
+                    with start_span("job", job_id=job_id, target_lang=target_lang):
+                        await deps.publisher.publish(event)
+            except (KafkaError, OSError) as exc:
+                raise kafka_unreachable(settings.bootstrap_servers, exc) from exc
+        finally:
+            await deps.inference.close()
+        log.info("submitted", extra={"event_id": event.event_id})
+    return Submission(job_id, event.source_uri, store.uri(subtitles_key))
+
+
+def kafka_unreachable(bootstrap_servers: str, exc: BaseException) -> InputError:
+    """The one message every command gives when the configured Kafka does not answer."""
+    return InputError(
+        f"cannot reach Kafka at {bootstrap_servers}: {exc or type(exc).__name__}",
+        "start it (`polydub stack up` prints the variables) or set POLYDUB_BOOTSTRAP_SERVERS",
+    )
+
+
+# --- watch -----------------------------------------------------------------------------
+
+
+Outcome = DubCompleted | DubFailed
+
+
+def format_event(event: DubStatus | DubCompleted | DubFailed) -> str:
+    """One line per event: time (UTC), job, stage or outcome, progress, details."""
+    ts = event.occurred_at.astimezone(UTC).strftime("%H:%M:%S.%f")[:-3]
+    if isinstance(event, DubStatus):
+        line = f"{ts}  {event.job_id}  {event.stage:<10} {event.progress * 100:4.0f}%  {event.status.name.lower()}"
+        if event.chunks_total:
+            line += f" {event.chunks_done}/{event.chunks_total}"
+        return line + (f"  {event.message}" if event.message else "")
+    if isinstance(event, DubCompleted):
+        qc = "QC passed" if event.qc.passed else f"QC failed: {', '.join(event.qc.failed_checks)}"
+        warnings = f" ({len(event.qc.warnings)} warning(s))" if event.qc.warnings else ""
+        return f"{ts}  {event.job_id}  {'completed':<10}  100%  {event.output_video_uri}  {qc}{warnings}"
+    line = (f"{ts}  {event.job_id}  {'FAILED':<10}        in {event.stage}: "
+            f"[{int(event.status)} {event.status.name.lower()}] {event.reason}")
+    return line + (f"  fix: {event.fix}" if event.fix else "")
+
+
+async def follow(
+    settings: Settings,
+    job_id: str | None = None,
+    *,
+    from_beginning: bool = False,
+    timeout_s: float | None = None,
+    emit: Callable[[str], None] = print,
+) -> Outcome | None:
+    """Print the job's (or every job's) events as they come; returns the job's outcome.
+
+    Following every job never ends by itself (Ctrl-C); it starts at the end of
+    the topics unless ``from_beginning``.
+    """
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.errors import KafkaError
+
+    if job_id is not None:
+        keys.validate_job_id(job_id)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        client_id=WATCH_CLIENT_ID,
+    )
+    try:
+        await consumer.start()
+    except (KafkaError, OSError) as exc:
+        await consumer.stop()
+        raise kafka_unreachable(settings.bootstrap_servers, exc) from exc
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    try:
+        partitions = await _watch_partitions(consumer, settings.topic_prefix, job_id)
+        consumer.assign(partitions)
+        if job_id is not None or from_beginning:
+            await consumer.seek_to_beginning(*partitions)
+        else:
+            await consumer.seek_to_end(*partitions)
+        while True:
+            events = await _poll(consumer, job_id, WATCH_POLL_MS)
+            outcome = next((e for e in events if isinstance(e, DubCompleted | DubFailed)), None)
+            if job_id is not None and outcome is not None:
+                # The job's last status events may sit in another topic's partition: drain them.
+                events += await _poll(consumer, job_id, WATCH_DRAIN_MS)
+                for event in sorted((e for e in events if isinstance(e, DubStatus)), key=lambda e: e.occurred_at):
+                    emit(format_event(event))
+                emit(format_event(outcome))
+                return outcome
+            for event in events:
+                emit(format_event(event))
+            if deadline is not None and time.monotonic() > deadline:
+                if job_id is None:
+                    return None  # following every job for a while is a complete run
+                raise WatchTimeout(
+                    f"job {job_id or '(all)'} did not finish within {timeout_s:g}s",
+                    "check `polydub status JOB` and that workers for every stage run",
+                )
+    finally:
+        await consumer.stop()
+
+
+async def _watch_partitions(consumer: Any, prefix: str, job_id: str | None) -> list[Any]:
+    """The partitions to read: all of them, or the one per topic the job's key hashes to."""
+    from aiokafka.partitioner import DefaultPartitioner
+    from aiokafka.structs import TopicPartition
+
+    existing = await consumer.topics()
+    chosen = []
+    for logical in WATCH_TOPICS:
+        topic = topic_name(logical, prefix)
+        partitions = sorted(consumer.partitions_for_topic(topic) or ()) if topic in existing else []
+        if not partitions:
+            raise InputError(
+                f"topic {topic} does not exist on the cluster yet",
+                "start a worker or `polydub stack up` (both create the topics), then watch again",
+            )
+        if job_id is None:
+            chosen += [TopicPartition(topic, p) for p in partitions]
+        else:
+            # Producers key every event by job id with Kafka's default (murmur2) partitioner.
+            chosen.append(TopicPartition(topic, DefaultPartitioner()(job_id.encode(), partitions, partitions)))
+    return chosen
+
+
+async def _poll(consumer: Any, job_id: str | None, timeout_ms: int) -> list[DubStatus | DubCompleted | DubFailed]:
+    """Decoded events of one poll, in time order, only the job's when one is watched."""
+    from schemas.serialization import EventDecodeError, decode_event
+
+    batches = await consumer.getmany(timeout_ms=timeout_ms)
+    events = []
+    for records in batches.values():
+        for record in records:
+            try:
+                event = decode_event(record.value)
+            except EventDecodeError as exc:
+                log.warning("skipped an event that does not parse",
+                            extra={"topic": record.topic, "offset": record.offset, "error": str(exc)})
+                continue
+            if isinstance(event, DubStatus | DubCompleted | DubFailed) and (job_id is None or event.job_id == job_id):
+                events.append(event)
+    return sorted(events, key=lambda e: e.occurred_at)
+
+
+# --- status ----------------------------------------------------------------------------
+
+
+@dataclass
+class JobStatus:
+    """A job as its objects in the store describe it."""
+
+    job_id: str
+    state: str  # submitted | running | completed | failed
+    stage: str | None
+    progress: float
+    target_lang: str | None = None
+    engines: dict[str, str] = field(default_factory=dict)
+    media: dict[str, Any] = field(default_factory=dict)
+    n_segments: int = 0
+    source_uri: str | None = None
+    chunks_total: int = 0
+    chunks_done: dict[str, int] = field(default_factory=dict)
+    chunks: list[dict[str, Any]] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)
+    qc: dict[str, Any] | None = None
+    failure: dict[str, Any] | None = None
+
+
+def read_status(store: ObjectStore, job_id: str) -> JobStatus:
+    """Everything the store knows about the job; raises :class:`InputError` for an unknown job."""
+    from handlers.runtime.jobstate import CHUNK_STAGES, JobState
+    from handlers.runtime.stagekit import PROGRESS_WEIGHTS
+
+    state = JobState(store, keys.validate_job_id(job_id))
+    try:
+        manifest = state.read_json("manifest.json")
+    except ObjectNotFound:
+        if store.list(f"{UPLOAD_PREFIX}/{job_id}/"):
+            return JobStatus(job_id, "submitted", "ingest", 0.0)
+        raise InputError(
+            f"no job {job_id} in the object store ({store.root_uri})",
+            "check the job id, and that POLYDUB_OBJECT_STORE / POLYDUB_S3_BUCKET name the deployment's store",
+        ) from None
+    status = JobStatus(
+        job_id,
+        "running",
+        "chunking",
+        PROGRESS_WEIGHTS["ingest"],
+        target_lang=manifest.get("target_lang"),
+        engines=dict(manifest.get("engines") or {}),
+        media=dict(manifest.get("media") or {}),
+        n_segments=len(manifest.get("segments") or ()),
+        source_uri=store.uri(manifest["source_key"]) if manifest.get("source_key") else None,
+    )
+    try:
+        plan = state.read_json("plan.json")
+    except ObjectNotFound:
+        plan = None
+    if plan is not None:
+        n = len(plan["chunks"])
+        status.chunks_total = n
+        markers = [k for k in store.list(state.key("chunks/")) if k.endswith(f"/{keys.DONE_MARKER}")]
+        status.chunks_done = {s: sum(1 for k in markers if k.endswith(f"/{s}/{keys.DONE_MARKER}")) for s in CHUNK_STAGES}
+        status.chunks = [
+            {"index": row.chunk_index, "stage": row.stage, "timings_s": row.timings_s, "attempts": row.attempts}
+            for row in state.rows(n)
+        ]
+        status.progress = PROGRESS_WEIGHTS["ingest"] + PROGRESS_WEIGHTS["chunking"] + sum(
+            PROGRESS_WEIGHTS[s] * status.chunks_done[s] / max(1, n) for s in CHUNK_STAGES
+        )
+        pending = [s for s in CHUNK_STAGES if status.chunks_done[s] < n]
+        status.stage = pending[0] if pending else "merging"
+    if state.is_marked("merged"):
+        status.stage = "qc"
+        status.progress = 1.0 - PROGRESS_WEIGHTS["qc"]
+    status.outputs = {key.rsplit("/", 1)[-1]: store.uri(key) for key in store.list(state.key("output/"))}
+    if store.exists(keys.qc_key(job_id)):
+        report = orjson.loads(store.get_bytes(keys.qc_key(job_id)))
+        checks = report.get("checks", [])
+        status.qc = {
+            "passed": all(c["passed"] for c in checks if c.get("gate")),
+            "failed_checks": [c["name"] for c in checks if c.get("gate") and not c["passed"]],
+            "warnings": [f"{c['name']}: {c['reason']}" for c in checks if not c.get("gate") and not c["passed"]],
+        }
+    if state.is_marked("completed"):
+        status.state, status.stage, status.progress = "completed", None, 1.0
+    elif state.is_marked("failed"):
+        status.state = "failed"
+        try:
+            status.failure = dict(state.read_json("state/failed"))
+        except (ObjectNotFound, ValueError):
+            status.failure = {"reason": "the job is marked failed without a reason"}
+        status.stage = status.failure.get("stage") or status.stage
+    return status
+
+
+def render_status(status: JobStatus) -> str:
+    """``polydub status`` output: the state first, details after."""
+    lines = [f"job       {status.job_id}"]
+    if status.state == "running":
+        chunks = ""
+        if status.stage in status.chunks_done:
+            chunks = f" ({status.chunks_done[status.stage]}/{status.chunks_total} chunks)"
+        lines.append(f"state     running: {status.stage}{chunks}")
+    elif status.state == "submitted":
+        lines.append("state     submitted: inputs uploaded, waiting for ingest (is a worker running it?)")
+    elif status.state == "failed":
+        lines.append(f"state     FAILED in {status.stage or '?'}")
+    else:
+        lines.append("state     completed")
+    lines.append(f"progress  {status.progress * 100:.0f}%")
+    if status.media:
+        m = status.media
+        lines.append(
+            f"input     {m.get('duration_s', 0):.1f} s  {m.get('width')}x{m.get('height')} @ {m.get('fps', 0):g} fps  "
+            f"{status.n_segments} segment(s) -> {status.target_lang}   {status.source_uri or ''}".rstrip()
+        )
+    if status.engines:
+        lines.append("engines   " + "  ".join(f"{k}={v}" for k, v in status.engines.items()))
+    if status.chunks_total:
+        done = "  ".join(f"{s} {n}/{status.chunks_total}" for s, n in status.chunks_done.items())
+        lines.append(f"chunks    {status.chunks_total}: {done}")
+        for chunk in status.chunks:
+            timings = "  ".join(f"{s} {t:.1f}s" for s, t in chunk["timings_s"].items())
+            lines.append(f"  chunk {chunk['index']:<3} {chunk['stage']:<10} {timings}".rstrip())
+    for name, uri in sorted(status.outputs.items()):
+        lines.append(f"output    {name:<18} {uri}")
+    if status.qc is not None:
+        verdict = "passed" if status.qc["passed"] else "FAILED: " + ", ".join(status.qc["failed_checks"])
+        lines.append(f"qc        {verdict}")
+        lines += [f"  warning: {w}" for w in status.qc["warnings"]]
+    if status.failure is not None:
+        f = status.failure
+        code = f"[{f['code']} {str(f.get('code_name', '')).lower()}] " if "code" in f else ""
+        lines.append(f"failure   {code}{f.get('reason', '')}")
+        if f.get("fix"):
+            lines.append(f"fix       {f['fix']}")
+    return "\n".join(lines)
+
+
+def status_json(status: JobStatus) -> str:
+    return orjson.dumps(asdict(status), option=orjson.OPT_INDENT_2).decode()
+
+
+def print_lines(line: str) -> None:
+    """``emit`` for :func:`follow` that shows each line at once, even into a pipe."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+__all__ = [
+    "JobStatus",
+    "Submission",
+    "WatchTimeout",
+    "follow",
+    "format_event",
+    "kafka_unreachable",
+    "new_job_id",
+    "print_lines",
+    "read_status",
+    "render_status",
+    "status_json",
+    "submit_job",
+    "upload_keys",
+]
