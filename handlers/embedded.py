@@ -145,12 +145,15 @@ async def _run(job_id: str, video: Path, subtitles: Path, target_lang: str, outp
 
 
 def _copy_report(store: Any, job_id: str, output: Path) -> Path | None:
-    """``OUT.qc.json`` beside the output, when QC got that far."""
+    """``OUT.qc.json`` (and the page for people, ``OUT.qc.html``) beside the output, when QC got that far."""
     if not store.exists(keys.qc_key(job_id)):
         return None
     path = output.with_suffix(".qc.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(store.get_bytes(keys.qc_key(job_id)))
+    page = keys.output_key(job_id, "qc.html")
+    if store.exists(page):
+        output.with_suffix(".qc.html").write_bytes(store.get_bytes(page))
     return path
 
 
