@@ -135,11 +135,13 @@ class QCStage(StageBase):
         )
         if failed:
             reasons = "; ".join(f"{c.name}: {c.reason}" for c in checks if c.name in failed)
-            await self.run_blocking(state.mark, "failed", {"stage": self.name, "reason": reasons})
+            # Publish first: a crash before the marker redelivers and publishes again
+            # (a duplicate failure), where the other order could lose the failure.
             await self.publisher.publish(
                 DubFailed(job_id=event.job_id, status=StatusCode.QC_FAILED, stage="qc", reason=reasons,
                           fix="see the QC report for each failed check", failed_checks=failed, qc=summary)
             )
+            await self.run_blocking(state.mark, "failed", {"stage": self.name, "reason": reasons})
             return
         await self.publisher.publish(
             DubCompleted(
