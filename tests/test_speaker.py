@@ -158,3 +158,22 @@ def test_similarity_broadcasts() -> None:
     assert similarity(a[0], a[0]) == pytest.approx(1.0)
     np.testing.assert_allclose(similarity(a, a[1]), [0, 1, 0, 0])
     np.testing.assert_allclose(similarity(a * 3, a), [1, 1, 1, 1])
+
+
+def test_same_voice_scores_higher_than_other_voices(encoder: SpeakerEncoder) -> None:
+    """Two different sentences of one eSpeak voice are closer than either is to any other voice."""
+    from engines.espeak import EspeakTTS
+
+    texts = ["Every morning she walks to the old market to buy fresh bread and a little cheese.",
+             "We should probably leave before the storm arrives, the roads will be flooded soon."]
+    variants = [None, "m3", "f2", "f4", "klatt"]
+    tts = EspeakTTS()
+    embeds = {}
+    for variant in variants:
+        waves, lengths = tts.synthesize(texts, ["en", "en"], variants=[variant, variant])
+        embeds[variant] = encoder.embed(waves, lengths, tts.config.sample_rate)
+    for v in variants:
+        same = similarity(embeds[v][0], embeds[v][1])
+        others = [similarity(embeds[v][0], embeds[w][1]) for w in variants if w != v]
+        assert same > max(others), (v, same, others)
+        assert same > 0.85

@@ -82,11 +82,14 @@ def test_f0_mean_moves_to_the_target(low_voice: np.ndarray, high_stats: SpeakerS
     assert after.f0_mean_hz == pytest.approx(high_stats.f0_mean_hz, rel=0.05)
 
 
-def test_formant_warp_is_found_from_average_envelopes() -> None:
-    base = estimate_stats(vowel_speech(5.0, f0=120.0, formant_scale=1.0, seed=4), SR)
-    shifted = estimate_stats(vowel_speech(5.0, f0=120.0, formant_scale=1.15, seed=5), SR)
-    assert warp_ratio(base, shifted) == pytest.approx(1.15, abs=0.06)
-    assert warp_ratio(shifted, base) == pytest.approx(1 / 1.15, abs=0.06)
+@pytest.mark.parametrize("seeds", [(1, 2), (6, 7)])
+def test_formant_warp_is_found_from_average_envelopes(seeds: tuple[int, int]) -> None:
+    """A vocal tract 15% shorter is recognised from two clips of *different* vowel sequences
+    (8 s each: with a few seconds of random vowels the averages can be too unlike to tell)."""
+    base = estimate_stats(vowel_speech(8.0, f0=120.0, formant_scale=1.0, seed=seeds[0]), SR)
+    shifted = estimate_stats(vowel_speech(8.0, f0=120.0, formant_scale=1.15, seed=seeds[1]), SR)
+    assert warp_ratio(base, shifted) == pytest.approx(1.15, abs=0.04)
+    assert warp_ratio(shifted, base) == pytest.approx(1 / 1.15, abs=0.04)
     assert warp_ratio(base, base) == 1.0
 
 
@@ -148,3 +151,24 @@ def test_stats_at_another_sample_rate_still_convert(low_voice: np.ndarray) -> No
 def test_config_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="f0_floor_hz"):
         WorldVCConfig(f0_floor_hz=500.0, f0_ceil_hz=100.0)
+
+
+@pytest.mark.slow
+def test_conversion_moves_espeak_voices_towards_the_reference() -> None:
+    """The issue's quality bar: on pairs of distinct voices (eSpeak variants and pitches, and
+    WORLD pitch/formant-shifted versions), the GE2E similarity to the target's reference is
+    higher after conversion than before for at least 90% of the pairs."""
+    from bench.vc_quality import DEFAULT_VOICES, evaluate_vc_pairs, summarize
+
+    # Five voices of the eleven (plain, male, female, pitch-shifted, formant-shifted): 20 pairs
+    # keep the suite short; `python -m bench` runs all 110 pairs and reports the same figures.
+    names = ("en", "en+m3", "en+f2", "en+f2@260Hz", "en~up")
+    results = evaluate_vc_pairs([v for v in DEFAULT_VOICES if v.name in names])
+    summary = summarize(results)
+    print("\nWORLD VC quality:", {k: round(v, 4) for k, v in summary.items()})
+    for r in results:
+        if r.distinct and r.gain <= 0:
+            print(f"  not improved: {r.source} -> {r.target}: {r.similarity_before:.3f} -> {r.similarity_after:.3f}")
+    assert summary["distinct_pairs"] >= 0.8 * summary["pairs"], "the voice set must be made of distinct voices"
+    assert summary["fraction_improved"] >= 0.9
+    assert summary["mean_gain"] > 0.05
