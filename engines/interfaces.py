@@ -7,7 +7,10 @@ engines by model name alone (``tts_espeak`` vs ``tts_fastpitch``). The
 (``python -m infra.triton_configs``) and a test keeps them equal.
 
 Shapes exclude the batch axis. Variable-length tensors come with an INT64
-``*_LENGTH`` tensor of shape ``[1]``; strings are UTF-8 bytes.
+``*_LENGTH`` tensor of shape ``[1]``. Text is UINT8 UTF-8 bytes with such a
+length (``utf8=True``; clients build it with ``engines.batching.encode_texts``),
+not Triton ``TYPE_STRING``: Triton 2.51's python backend aborts on BYTES
+tensors under numpy 2 (see ``engines.batching``).
 """
 
 from __future__ import annotations
@@ -20,17 +23,20 @@ F32 = np.dtype(np.float32)
 I64 = np.dtype(np.int64)
 I32 = np.dtype(np.int32)
 U8 = np.dtype(np.uint8)
-STR = np.dtype(np.object_)
 
 TTS_INPUTS = (
-    TensorSpec("TEXT", STR, (1,), "Text to speak (UTF-8)."),
-    TensorSpec("LANG", STR, (1,), "Language: ko, en, ja or zh."),
+    TensorSpec("TEXT", U8, (-1,), "Text to speak, UTF-8 bytes.", length_of="TEXT_LENGTH", utf8=True),
+    TensorSpec("TEXT_LENGTH", I64, (1,), "Bytes of TEXT."),
+    TensorSpec("LANG", U8, (-1,), "Language: ko, en, ja or zh (UTF-8 bytes).", length_of="LANG_LENGTH", utf8=True),
+    TensorSpec("LANG_LENGTH", I64, (1,), "Bytes of LANG."),
     TensorSpec("MAX_DURATION", F32, (1,),
                "Seconds the speech should fit in (<= 0: natural length). Speech is sped up, "
                "by rate then time-stretch, at most by the engine's bounded speed-up; never slowed down.",
                optional=True),
     TensorSpec("PITCH_HZ", F32, (1,), "Mean pitch to aim for in Hz (<= 0: the voice's own).", optional=True),
-    TensorSpec("VOICE", STR, (1,), "Engine-specific voice or variant name (empty: default).", optional=True),
+    TensorSpec("VOICE", U8, (-1,), "Engine-specific voice or variant name, UTF-8 bytes (empty: default).",
+               length_of="VOICE_LENGTH", optional=True, utf8=True),
+    TensorSpec("VOICE_LENGTH", I64, (1,), "Bytes of VOICE.", optional=True),
 )
 TTS_OUTPUTS = (
     TensorSpec("WAVEFORM", F32, (-1,), "Mono speech in [-1, 1], zero-padded.", length_of="WAVEFORM_LENGTH"),
@@ -79,4 +85,38 @@ SPEAKER_INPUTS = (
 )
 SPEAKER_OUTPUTS = (
     TensorSpec("EMBEDDING", F32, (256,), "L2-normalised GE2E d-vector."),
+)
+
+AV_SYNC_INPUTS = (
+    TensorSpec("FRAMES", U8, (-1, -1, -1, 3), "RGB frames of the delivered video (N, H, W, 3).",
+               length_of="FRAMES_LENGTH"),
+    TensorSpec("FRAMES_LENGTH", I64, (1,), "Valid frames of FRAMES."),
+    TensorSpec("AUDIO", F32, (-1,), "The dub's speech for the same span, mono.", length_of="AUDIO_LENGTH"),
+    TensorSpec("AUDIO_LENGTH", I64, (1,), "Valid samples of AUDIO."),
+    TensorSpec("SAMPLE_RATE", I32, (1,), "Sample rate of AUDIO in Hz."),
+    TensorSpec("FPS", F32, (1,), "Frame rate of FRAMES."),
+)
+AV_SYNC_OUTPUTS = (
+    TensorSpec("MOUTH_SIGNAL", F32, (-1,), "Mouth darkness per frame in [0, 1] (NaN: no face in that frame).",
+               length_of="MOUTH_SIGNAL_LENGTH"),
+    TensorSpec("MOUTH_SIGNAL_LENGTH", I64, (1,), "Valid values of MOUTH_SIGNAL (one per frame)."),
+    TensorSpec("AUDIO_LEVEL_DB", F32, (-1,), "RMS level of AUDIO over each frame's span, dBFS.",
+               length_of="AUDIO_LEVEL_DB_LENGTH"),
+    TensorSpec("AUDIO_LEVEL_DB_LENGTH", I64, (1,), "Valid values of AUDIO_LEVEL_DB (one per frame)."),
+    TensorSpec("FACE_FRAMES", I64, (1,), "How many frames had a face."),
+)
+
+# No ASR model ships; this is the contract a served ``asr`` model must meet for QC's
+# intelligibility check (enabled by POLYDUB_QC_ASR_MODEL_PATH).
+ASR_INPUTS = (
+    TensorSpec("WAVEFORM", F32, (-1,), "Speech of one segment, mono.", length_of="WAVEFORM_LENGTH"),
+    TensorSpec("WAVEFORM_LENGTH", I64, (1,), "Valid samples of WAVEFORM."),
+    TensorSpec("SAMPLE_RATE", I32, (1,), "Sample rate of WAVEFORM in Hz."),
+    TensorSpec("LANG", U8, (-1,), "Language spoken: ko, en, ja or zh (UTF-8 bytes).", length_of="LANG_LENGTH",
+               utf8=True),
+    TensorSpec("LANG_LENGTH", I64, (1,), "Bytes of LANG."),
+)
+ASR_OUTPUTS = (
+    TensorSpec("TEXT", U8, (-1,), "The transcription, UTF-8 bytes.", length_of="TEXT_LENGTH", utf8=True),
+    TensorSpec("TEXT_LENGTH", I64, (1,), "Bytes of TEXT."),
 )

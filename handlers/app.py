@@ -74,6 +74,7 @@ def build_broker(settings: Settings, stages: Sequence[str], *, service_name: str
         ),
         logger=logging.getLogger("polydub.bus"),
         client_id=service_name,
+        graceful_timeout=settings.shutdown_grace_s,
     )
     publisher = KafkaPublisher(broker, settings)
     store = open_store(settings)

@@ -18,6 +18,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from handlers.runtime import keys
+from handlers.runtime.inference import text_inputs
 from handlers.runtime.jobstate import JobState
 from handlers.runtime.stagekit import StageBase
 from schemas.events import ChunkPlanned, ChunkSynthesized, SegmentFit
@@ -111,8 +112,8 @@ class SynthesisStage(StageBase):
         """One batched TTS call for the chunk's segments; waves at the pipeline rate."""
         n = len(segments)
         inputs = {
-            "TEXT": np.array([[s["text"].encode()] for s in segments], dtype=np.object_),
-            "LANG": np.array([[lang.encode()]] * n, dtype=np.object_),
+            **text_inputs("TEXT", [s["text"] for s in segments]),
+            **text_inputs("LANG", [lang] * n),
             "MAX_DURATION": np.array([[s["end_s"] - s["start_s"]] for s in segments], dtype=np.float32),
         }
         out = await self.inference.infer(tts_model_name(engine), inputs)

@@ -9,7 +9,9 @@ Three real servers, each from a wheel already in the venv (see DESIGN
   filer and S3 gateway in one process), with real credentials and the
   buckets created once it is healthy.
 - :class:`TritonServer`: ``tritonserver`` from ``nvidia-pytriton``, CPU only,
-  over a model repository, with a polydub-owned backend directory.
+  over a model repository, with a polydub-owned backend directory; it selects
+  each model's ``configs/cpu.pbtxt`` (``--model-config-name=cpu``, KIND_CPU
+  instances) because the GPU ``config.pbtxt`` cannot load without a GPU.
 
 Every server binds 127.0.0.1 only, on free ports unless told otherwise, runs
 in its own process group (so a stop also reaches Triton's python stubs) with
@@ -90,6 +92,11 @@ _LOG_TAIL_CHARS = 6000
 _PORT_CLASH = re.compile(r"address already in use|addrinuse|address in use", re.IGNORECASE)
 _PORT_ATTEMPTS = 3
 _TABLE_BORDER = re.compile(r"\+[-+]*\+")
+#: Model config variant Triton loads unless told otherwise: the settings' default, so
+#: the stack, tests and benchmarks select the same files (``configs/<name>.pbtxt``).
+DEFAULT_TRITON_CONFIG_NAME: str = Settings.model_fields["triton_config_name"].default
+#: Intra-op threads of each Triton model instance unless told otherwise (the settings' default).
+DEFAULT_TRITON_CPU_THREADS: int = Settings.model_fields["triton_cpu_threads"].default
 
 
 class StackError(PolydubError):
@@ -843,6 +850,14 @@ class TritonServer(Server):
     when all loaded (strict readiness; a broken model makes it exit, and the
     error is in the log tail). ``"explicit"`` starts with ``load_models`` only
     (``"*"`` for all) and lets clients load more. An empty repository is fine.
+    ``model_config_name`` picks ``<model>/configs/<name>.pbtxt`` where a model
+    has one (Triton falls back to ``config.pbtxt``); empty means ``config.pbtxt``.
+
+    ``cpu_threads`` is each python stub's ``OMP_NUM_THREADS`` (0: as in our own
+    environment; unset there means every core). Why 1 by default: every model instance is its own
+    process, and torch ops that each spread over all cores wait on each other's
+    descheduled threads. On a 2-core host under load, the GE2E speaker encoder
+    served 5 requests/s with torch's default and 93 with one thread per stub.
     """
 
     name = "triton"
@@ -862,6 +877,8 @@ class TritonServer(Server):
         auto_complete_config: bool = True,
         log_verbose: int = 0,
         startup_timeout_s: float | None = None,
+        model_config_name: str = DEFAULT_TRITON_CONFIG_NAME,
+        cpu_threads: int = DEFAULT_TRITON_CPU_THREADS,
     ) -> None:
         super().__init__(run_dir, ports=ports, startup_timeout_s=startup_timeout_s)
         if model_control_mode not in ("none", "explicit"):
@@ -882,6 +899,8 @@ class TritonServer(Server):
         #: ``config.pbtxt`` files do not need it and load ~2 s faster.
         self.auto_complete_config = auto_complete_config
         self.log_verbose = log_verbose
+        self.model_config_name = model_config_name
+        self.cpu_threads = cpu_threads
 
     @property
     def grpc_url(self) -> str:
@@ -920,6 +939,7 @@ class TritonServer(Server):
             "--exit-timeout-secs=10",
             f"--log-verbose={self.log_verbose}",
             *([] if self.auto_complete_config else ["--disable-auto-complete-config"]),
+            *([f"--model-config-name={self.model_config_name}"] if self.model_config_name else []),
         ]
 
     def environment(self) -> dict[str, str]:
@@ -936,6 +956,8 @@ class TritonServer(Server):
             env["LD_LIBRARY_PATH"] = os.pathsep.join(
                 p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p
             )
+        if self.cpu_threads > 0:
+            env["OMP_NUM_THREADS"] = str(self.cpu_threads)
         return env
 
     def probe(self) -> None:
@@ -958,6 +980,8 @@ class TritonServer(Server):
             "backend_dir": str(self.backend_dir),
             "auto_complete_config": self.auto_complete_config,
             "log_verbose": self.log_verbose,
+            "model_config_name": self.model_config_name,
+            "cpu_threads": self.cpu_threads,
         }
 
 
@@ -1025,6 +1049,9 @@ class Stack:
         triton_grpc_port: int = 0,
         triton_http_port: int = 0,
         startup_timeout_s: float | None = None,
+        triton_config_name: str = DEFAULT_TRITON_CONFIG_NAME,
+        triton_auto_complete_config: bool = False,
+        triton_cpu_threads: int = DEFAULT_TRITON_CPU_THREADS,
     ) -> None:
         wanted = set(services)
         unknown = wanted - set(SERVICES)
@@ -1065,6 +1092,12 @@ class Stack:
                 ports={"grpc": triton_grpc_port, "http": triton_http_port},
                 model_control_mode=model_control_mode,
                 startup_timeout_s=startup_timeout_s,
+                model_config_name=triton_config_name,
+                # polydub's configs are generated complete (infra.triton_configs) and its
+                # adapters define no auto_complete_config: asking only re-imports every
+                # model.py in an extra stub, ~2 s a model at start.
+                auto_complete_config=triton_auto_complete_config,
+                cpu_threads=triton_cpu_threads,
             )
 
     @classmethod
@@ -1100,6 +1133,8 @@ class Stack:
             triton_grpc_port=settings.stack_triton_grpc_port,
             triton_http_port=settings.stack_triton_http_port,
             startup_timeout_s=settings.stack_startup_timeout_s,
+            triton_config_name=settings.triton_config_name,
+            triton_cpu_threads=settings.triton_cpu_threads,
         )
 
     def start(self, *, detached: bool = False) -> Stack:

@@ -9,9 +9,10 @@
   request headers.
 
 Inputs and outputs are dicts of numpy arrays with a leading batch axis; model
-names are the Triton model names. Failures become
-:class:`~handlers.runtime.errors.InferenceError` (retryable) with the model
-name and the server's reason.
+names are the Triton model names. Text goes as UTF-8 bytes plus lengths
+(:func:`text_inputs`), never as Triton BYTES (see ``engines.batching``).
+Failures become :class:`~handlers.runtime.errors.InferenceError` (retryable)
+with the model name and the server's reason.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ import asyncio
 import importlib.util
 import re
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
 import numpy as np
 
+from engines.batching import encode_texts, run_batch
 from handlers.runtime.errors import InferenceError, InputError
 from handlers.runtime.settings import Settings
 
@@ -33,6 +36,12 @@ MODEL_REPOSITORY = Path(__file__).resolve().parents[2] / "triton_models"
 
 Arrays = dict[str, np.ndarray]
 _PARAMETER = re.compile(r'parameters\s*\{\s*key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"')
+
+
+def text_inputs(name: str, texts: Sequence[str]) -> Arrays:
+    """A batch of texts as models take them: UTF-8 bytes ``name`` plus ``name_LENGTH``."""
+    data, lengths = encode_texts(texts)
+    return {name: data, f"{name}_LENGTH": lengths}
 
 
 class InferenceClient(Protocol):
@@ -83,8 +92,6 @@ class LocalInferenceClient:
             return self._models[name], self._locks[name]
 
     def infer_sync(self, model: str, inputs: Arrays) -> Arrays:
-        from engines.batching import run_batch
-
         served, lock = self._model(model)
         with lock:
             try:
@@ -104,7 +111,6 @@ _NP_TO_TRITON = {
     np.dtype(np.int64): "INT64",
     np.dtype(np.int32): "INT32",
     np.dtype(np.uint8): "UINT8",
-    np.dtype(np.object_): "BYTES",
 }
 
 
@@ -127,6 +133,11 @@ class TritonInferenceClient:
         infer_inputs = []
         for name, value in inputs.items():
             array = np.ascontiguousarray(value)
+            if array.dtype not in _NP_TO_TRITON:
+                raise InferenceError(
+                    f"input {name} of model {model!r} has dtype {array.dtype}, which polydub models do not take",
+                    "send float32, int64, int32 or uint8 arrays; text as text_inputs() builds it",
+                )
             tensor = self._grpc.InferInput(name, list(array.shape), _NP_TO_TRITON[array.dtype])
             tensor.set_data_from_numpy(array)
             infer_inputs.append(tensor)

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
         ge=1000,
         description="Kafka consumer session timeout; a worker silent this long leaves its group.",
     )
+    shutdown_grace_s: float = Field(
+        15.0,
+        ge=0.0,
+        description="On SIGTERM, how long an in-flight handler may finish before it is cancelled "
+        "(uncommitted, so redelivered).",
+    )
     max_handler_seconds: float = Field(
         600.0,
         gt=0,
@@ -126,9 +132,10 @@ class Settings(BaseSettings):
 
     # --- quality control -----------------------------------------------------
     qc_similarity_min_reference: float = Field(
-        0.60, ge=-1.0, le=1.0,
+        0.50, ge=-1.0, le=1.0,
         description="Lowest speaker similarity (GE2E cosine, dub vs the speaker's reference) when the "
-        "voice comes from a reference engine (vc `world`, or `none`).",
+        "voice comes from a reference engine (vc `world`, or `none`): a floor against gross mismatches, "
+        "since WORLD dubs of the samples measure 0.53-0.79 and distinct eSpeak voices 0.45-0.80.",
     )
     qc_similarity_min_neural: float = Field(
         0.85, ge=-1.0, le=1.0,
@@ -212,6 +219,21 @@ class Settings(BaseSettings):
         "none",
         description="Triton model control: `none` loads every model at start, `explicit` loads "
         "none until asked.",
+    )
+    triton_config_name: str = Field(
+        "cpu",
+        pattern=r"^[A-Za-z0-9_.-]*$",
+        description="Model config variant the stack's Triton loads (`--model-config-name`): `cpu` "
+        "takes each model's `configs/cpu.pbtxt` (KIND_CPU instances); empty takes `config.pbtxt` "
+        "(KIND_GPU, needs a GPU).",
+    )
+    triton_cpu_threads: int = Field(
+        1,
+        ge=0,
+        description="CPU threads of each Triton model instance (`OMP_NUM_THREADS` of the python "
+        "stubs); 0 leaves `OMP_NUM_THREADS` as the environment has it (unset: every core). Scale "
+        "a CPU host with instances, not threads: torch instances that each take every core stall "
+        "each other.",
     )
 
     # --- telemetry -----------------------------------------------------------
