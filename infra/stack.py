@@ -1046,6 +1046,7 @@ class Stack:
         s3_region: str = "us-east-1",
         model_repository: str | os.PathLike[str] = "triton_models",
         model_control_mode: str = "none",
+        load_models: Sequence[str] = (),
         triton_grpc_port: int = 0,
         triton_http_port: int = 0,
         startup_timeout_s: float | None = None,
@@ -1091,6 +1092,7 @@ class Stack:
                 model_repository,
                 ports={"grpc": triton_grpc_port, "http": triton_http_port},
                 model_control_mode=model_control_mode,
+                load_models=load_models,
                 startup_timeout_s=startup_timeout_s,
                 model_config_name=triton_config_name,
                 # polydub's configs are generated complete (infra.triton_configs) and its
@@ -1129,7 +1131,8 @@ class Stack:
             s3_secret_key=settings.s3_secret_key,
             s3_region=settings.s3_region,
             model_repository=settings.triton_model_repository,
-            model_control_mode=settings.triton_model_control,
+            model_control_mode="explicit",
+            load_models=models_to_load(settings),
             triton_grpc_port=settings.stack_triton_grpc_port,
             triton_http_port=settings.stack_triton_http_port,
             startup_timeout_s=settings.stack_startup_timeout_s,
@@ -1247,6 +1250,35 @@ def _write_state(stack_dir: Path, stack: Stack) -> Path:
 def format_exports(env: Mapping[str, str]) -> str:
     """``export KEY=value`` lines a shell can ``eval``."""
     return "\n".join(f"export {key}={shlex.quote(value)}" for key, value in sorted(env.items()))
+
+
+#: Served models that cannot start without weight files, and the settings that provide them.
+_NEEDS_WEIGHTS = {
+    "tts_fastpitch": lambda s: bool(s.fastpitch_random_init or (s.fastpitch_checkpoint and s.hifigan_checkpoint)),
+}
+
+
+def models_to_load(settings: Settings) -> list[str]:
+    """The models the stack's Triton loads (``POLYDUB_TRITON_MODELS``).
+
+    ``auto`` skips models whose weights are not configured: Triton refuses to
+    start when any model fails to load, and no weights ship with polydub.
+    """
+    repository = Path(settings.triton_model_repository)
+    available = sorted(p.name for p in repository.iterdir() if (p / "config.pbtxt").is_file())
+    choice = settings.triton_models.strip()
+    if choice == "all":
+        return available
+    if choice == "auto":
+        return [m for m in available if _NEEDS_WEIGHTS.get(m, lambda _: True)(settings)]
+    wanted = [m.strip() for m in choice.split(",") if m.strip()]
+    unknown = sorted(set(wanted) - set(available))
+    if unknown:
+        raise InputError(
+            f"POLYDUB_TRITON_MODELS names unknown model(s) {unknown}",
+            f"choose from {', '.join(available)}, or `auto` / `all`",
+        )
+    return wanted
 
 
 def stack_up(

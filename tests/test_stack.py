@@ -478,3 +478,16 @@ def test_s3_access_round_trips_through_state(tmp_path: Path) -> None:
     again = stack_module.Server.from_state(json.loads(json.dumps(seaweed.state())))
     assert isinstance(again, SeaweedServer)
     assert (again.buckets, again.secret_key) == (("x", "y"), seaweed.secret_key)
+
+
+def test_models_to_load_skips_models_without_weights(tmp_path: Path) -> None:
+    from infra.stack import models_to_load
+
+    base = Settings(triton_model_repository=REPO_ROOT / "triton_models")
+    auto = models_to_load(base)
+    assert "tts_espeak" in auto and "tts_fastpitch" not in auto
+    assert "tts_fastpitch" in models_to_load(base.model_copy(update={"fastpitch_random_init": True}))
+    assert "tts_fastpitch" in models_to_load(base.model_copy(update={"triton_models": "all"}))
+    assert models_to_load(base.model_copy(update={"triton_models": "vc_world, tts_espeak"})) == ["vc_world", "tts_espeak"]
+    with pytest.raises(InputError, match="unknown model"):
+        models_to_load(base.model_copy(update={"triton_models": "wav2lip"}))

@@ -30,9 +30,9 @@ import numpy as np
 
 from engines.batching import encode_texts, run_batch
 from handlers.runtime.errors import InferenceError, InputError
-from handlers.runtime.settings import Settings
+from handlers.runtime.settings import PROJECT_MODEL_REPOSITORY, Settings
 
-MODEL_REPOSITORY = Path(__file__).resolve().parents[2] / "triton_models"
+MODEL_REPOSITORY = PROJECT_MODEL_REPOSITORY
 
 Arrays = dict[str, np.ndarray]
 _PARAMETER = re.compile(r'parameters\s*\{\s*key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"')

@@ -16,6 +16,9 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The repository checked in beside the code (the default wherever polydub is run from).
+PROJECT_MODEL_REPOSITORY = Path(__file__).resolve().parents[2] / "triton_models"
+
 ObjectStoreKind = Literal["local", "s3"]
 InferenceKind = Literal["local", "triton"]
 
@@ -213,12 +216,13 @@ class Settings(BaseSettings):
         120.0, gt=0, description="Longest wait for one stack server to become healthy, in seconds."
     )
     triton_model_repository: Path = Field(
-        Path("triton_models"), description="Model repository the stack's Triton serves."
+        PROJECT_MODEL_REPOSITORY,
+        description="Model repository the stack's Triton serves (default: this checkout's `triton_models/`).",
     )
-    triton_model_control: Literal["none", "explicit"] = Field(
-        "none",
-        description="Triton model control: `none` loads every model at start, `explicit` loads "
-        "none until asked.",
+    triton_models: str = Field(
+        "auto",
+        description="Models the stack's Triton loads: `auto` (every model that needs no weights, plus "
+        "`tts_fastpitch` once its checkpoints or random init are configured), `all`, or a comma list.",
     )
     triton_config_name: str = Field(
         "cpu",
@@ -280,6 +284,9 @@ def settings_markdown() -> str:
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
         default = field.default
+        if isinstance(default, Path) and default.is_absolute():
+            # Paths inside the checkout print relative, so the docs match every clone.
+            default = default.relative_to(PROJECT_MODEL_REPOSITORY.parent)
         if default is None:
             shown = "unset"
         elif default == "":
