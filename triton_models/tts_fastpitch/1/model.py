@@ -22,10 +22,11 @@ from engines.dsp.wsola import stretch_to_duration
 from engines.fastpitch.synth import FastPitchTTS
 from engines.interfaces import TTS_INPUTS, TTS_OUTPUTS
 
+# Written into config.pbtxt; an empty value falls back to the POLYDUB_* variable.
 PARAMETERS = {
     "fastpitch_checkpoint": "",
     "hifigan_checkpoint": "",
-    "random_init": "false",
+    "random_init": "",
     "languages": "en",
     "max_pace": "1.3",
     "max_stretch": "1.15",
@@ -55,7 +56,7 @@ class FastPitchServed:
 
     def __init__(self, parameters: dict[str, str]) -> None:
         params = _resolve(parameters)
-        random_init = params["random_init"].lower() in ("1", "true", "yes")
+        random_init = params["random_init"].strip().lower() in ("1", "true", "yes")
         if random_init:
             self.tts = FastPitchTTS.load(random_init=True)
             self.version = "fastpitch random_init (untrained, benchmark only)"

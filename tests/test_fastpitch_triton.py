@@ -1,0 +1,115 @@
+"""tts_fastpitch on the real tritonserver, with checkpoints written in NVIDIA's layout.
+
+Tiny models in the official file format (so the test runs in seconds): the
+served model loads them through ``POLYDUB_FASTPITCH_CHECKPOINT`` /
+``POLYDUB_HIFIGAN_CHECKPOINT``, answers concurrent requests that the dynamic
+batcher groups, and gives what the in-process client gives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench.harness import write_triton_repository
+from engines.batching import encode_texts, run_batch
+from engines.fastpitch.config import FastPitchConfig, HiFiGanConfig
+from engines.fastpitch.hifigan import HiFiGan
+from engines.fastpitch.model import FastPitch
+from handlers.runtime.inference import TritonInferenceClient, load_adapter_module
+from infra.stack import TritonServer
+
+MODEL = "tts_fastpitch"
+TEXTS = ["Hello there.", "A somewhat longer sentence to speak.", "Yes.", "Numbers like 42 work too.",
+         "Short.", "The quick brown fox jumps over the lazy dog.", "Okay then.", "One more, please."]
+TRAIN_SETUP = {"sampling_rate": 22050, "hop_length": 256, "symbol_set": "english_basic", "p_arpabet": 0.0}
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("fastpitch")
+    torch.manual_seed(0)
+    fastpitch = FastPitch(FastPitchConfig.tiny())
+    with torch.no_grad():
+        fastpitch.duration_predictor.fc.bias.fill_(math.log1p(5.0))  # speech-like lengths
+    hifigan = HiFiGan(HiFiGanConfig.tiny())
+    fp_path, hg_path = folder / "fastpitch.pt", folder / "hifigan.pt"
+    torch.save({"epoch": 1, "iteration": 1, "config": FastPitchConfig.tiny().to_checkpoint_config(),
+                "train_setup": TRAIN_SETUP, "state_dict": {f"module.{k}": v for k, v in fastpitch.state_dict().items()}},
+               fp_path)
+    torch.save({"generator": hifigan.state_dict(), "config": HiFiGanConfig.tiny().to_checkpoint_config(),
+                "train_setup": TRAIN_SETUP}, hg_path)
+    return fp_path, hg_path
+
+
+@pytest.fixture(scope="module")
+def server(checkpoints: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> TritonServer:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("POLYDUB_FASTPITCH_CHECKPOINT", str(checkpoints[0]))
+    mp.setenv("POLYDUB_HIFIGAN_CHECKPOINT", str(checkpoints[1]))
+    work = tmp_path_factory.mktemp("triton-fastpitch")
+    repo = write_triton_repository(work / "repo", (MODEL,), dynamic_batching=True)
+    triton = TritonServer(work / "run", repo, model_control_mode="explicit", load_models=(MODEL,),
+                          auto_complete_config=False, backend_dir=work / "backends")
+    try:
+        triton.start()
+        yield triton
+    finally:
+        triton.stop()
+        mp.undo()
+
+
+def _request(text: str, max_duration: float = 0.0) -> dict[str, np.ndarray]:
+    data, length = encode_texts([text])
+    lang, lang_len = encode_texts(["en"])
+    return {"TEXT": data, "TEXT_LENGTH": length, "LANG": lang, "LANG_LENGTH": lang_len,
+            "MAX_DURATION": np.array([[max_duration]], dtype=np.float32)}
+
+
+async def _concurrently(url: str, requests: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    client = TritonInferenceClient(url, 120.0)
+    try:
+        return list(await asyncio.gather(*(client.infer(MODEL, r) for r in requests)))
+    finally:
+        await client.close()
+
+
+def test_concurrent_requests_are_batched_and_match_the_local_client(
+    server: TritonServer, checkpoints: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tritonclient.grpc as grpcclient
+
+    requests = [_request(t) for t in TEXTS]
+    remote = asyncio.run(_concurrently(server.grpc_url, requests))
+
+    monkeypatch.setenv("POLYDUB_FASTPITCH_CHECKPOINT", str(checkpoints[0]))
+    monkeypatch.setenv("POLYDUB_HIFIGAN_CHECKPOINT", str(checkpoints[1]))
+    local_model = load_adapter_module(MODEL).build_served_model({})
+    for request, got in zip(requests, remote):
+        want = run_batch(local_model, request)
+        n = int(want["WAVEFORM_LENGTH"][0, 0])
+        assert int(got["WAVEFORM_LENGTH"][0, 0]) == n > 0
+        np.testing.assert_allclose(got["WAVEFORM"][0, :n], want["WAVEFORM"][0, :n], atol=1e-4)
+
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        stats = client.get_inference_statistics(model_name=MODEL, as_json=True)["model_stats"][0]
+    finally:
+        client.close()
+    assert int(stats["inference_count"]) >= len(TEXTS)
+    assert int(stats["execution_count"]) < int(stats["inference_count"]), "the dynamic batcher grouped nothing"
+
+
+def test_max_duration_speeds_speech_up_by_pace(server: TritonServer) -> None:
+    natural, = asyncio.run(_concurrently(server.grpc_url, [_request(TEXTS[5])]))
+    seconds = natural["WAVEFORM_LENGTH"][0, 0] / 22050
+    fitted, = asyncio.run(_concurrently(server.grpc_url, [_request(TEXTS[5], max_duration=seconds / 1.2)]))
+    assert fitted["WAVEFORM_LENGTH"][0, 0] / 22050 <= seconds / 1.2 + 256 / 22050
+    assert fitted["SPEEDUP"][0, 0] == pytest.approx(1.2, rel=0.05)
