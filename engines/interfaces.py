@@ -43,6 +43,9 @@ TTS_OUTPUTS = (
     TensorSpec("WAVEFORM_LENGTH", I64, (1,), "Valid samples of WAVEFORM."),
     TensorSpec("SAMPLE_RATE", I32, (1,), "Sample rate of WAVEFORM in Hz."),
     TensorSpec("SPEEDUP", F32, (1,), "Speed-up applied to fit MAX_DURATION (1 = natural)."),
+    TensorSpec("VERSION", U8, (-1,), "Engine, voice and checkpoint that spoke (UTF-8), for the QC report.",
+               length_of="VERSION_LENGTH", utf8=True),
+    TensorSpec("VERSION_LENGTH", I64, (1,), "Bytes of VERSION."),
 )
 
 VC_INPUTS = (

@@ -168,7 +168,11 @@ class QCStage(StageBase):
         for row in rows:
             for stage, seconds in row.timings_s.items():
                 timings[stage] = timings.get(stage, 0.0) + seconds
-        report = build_report(state.job_id, manifest, measurements, checks, thresholds, timings)
+        versions = {kind: str(name) for kind, name in manifest["engines"].items()}
+        spoken_by = sorted({v for row in rows for v in row.details.get("tts_versions", [])})
+        if spoken_by:
+            versions["tts"] = "; ".join(spoken_by)  # which voice and checkpoint actually spoke
+        report = build_report(state.job_id, manifest, measurements, checks, thresholds, timings, versions)
         await self.run_blocking(self._write, state.job_id, report)
         return report
 
@@ -418,7 +422,8 @@ async def measure_intelligibility(inference: InferenceClient, settings: Settings
 
 
 def build_report(job_id: str, manifest: dict[str, Any], m: Measurements, checks: list[Check],
-                 thresholds: Thresholds, stage_timings: dict[str, float]) -> dict[str, Any]:
+                 thresholds: Thresholds, stage_timings: dict[str, float],
+                 engine_versions: dict[str, str] | None = None) -> dict[str, Any]:
     """The full QC report (``qc.json``): verdict, every check, per-segment and per-chunk rows."""
     failed = [c.name for c in checks if c.gate and not c.passed]
     return {
@@ -444,7 +449,7 @@ def build_report(job_id: str, manifest: dict[str, Any], m: Measurements, checks:
         "intelligibility": asdict(m.intelligibility),
         "series": m.series,
         "stage_timings_s": stage_timings,
-        "engine_versions": {kind: str(name) for kind, name in manifest["engines"].items()},
+        "engine_versions": engine_versions or {kind: str(name) for kind, name in manifest["engines"].items()},
     }
 
 

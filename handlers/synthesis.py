@@ -77,8 +77,9 @@ class SynthesisStage(StageBase):
         ]
         engine = manifest["engines"]["tts"]
         fits: list[SegmentFit] = []
+        versions: set[str] = set()
         if segments:
-            waves = await self._speak(segments, manifest["target_lang"], engine)
+            waves, versions = await self._speak(segments, manifest["target_lang"], engine)
             starts = [s["start_s"] for s in manifest["segments"]]
             for seg, (wave, speedup) in zip(segments, waves):
                 next_start = min((t for t in starts if t > seg["start_s"]), default=manifest["media"]["duration_s"])
@@ -103,13 +104,15 @@ class SynthesisStage(StageBase):
         row.timings_s[self.name] = time.perf_counter() - started
         row.details["segment_fits"] = [f.model_dump() for f in fits]
         row.details["tts"] = engine
+        row.details["tts_versions"] = sorted(versions)
         await self.run_blocking(state.write_row, row)
         await self.run_blocking(state.mark_done, self.name, event.chunk_index)
         return uri, fits
 
     async def _speak(self, segments: list[dict[str, Any]], lang: str,
-                     engine: str) -> list[tuple[np.ndarray, float]]:
-        """One batched TTS call for the chunk's segments; waves at the pipeline rate."""
+                     engine: str) -> tuple[list[tuple[np.ndarray, float]], set[str]]:
+        """One batched TTS call for the chunk's segments; waves at the pipeline rate, and
+        the engine/voice/checkpoint descriptions the model reported (for the QC report)."""
         n = len(segments)
         inputs = {
             **text_inputs("TEXT", [s["text"] for s in segments]),
@@ -126,7 +129,12 @@ class SynthesisStage(StageBase):
             if model_rate != self.settings.sample_rate:
                 wave = resample_poly(wave, self.settings.sample_rate, model_rate).astype(np.float32)
             result.append((wave, float(speedups[i])))
-        return result
+        versions = set()
+        if "VERSION" in out:
+            for i in range(n):
+                size = int(out["VERSION_LENGTH"].reshape(-1)[i])
+                versions.add(bytes(out["VERSION"][i, :size]).decode("utf-8", "replace"))
+        return result, versions
 
 
 def _add_clipped(track: np.ndarray, speech: np.ndarray, offset: int) -> None:

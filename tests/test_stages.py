@@ -210,6 +210,8 @@ async def test_sample_goes_from_submission_to_one_completion(completed: Complete
         assert counts[event_type] == n_chunks, event_type
     done = pipeline.publisher.of_type(DubCompleted)[0]
     assert done.job_id == job_id and done.qc.passed, done.qc
+    # The completion names what actually spoke (engine, release and voice), not just the choice.
+    assert done.engine_versions["tts"].startswith("espeak-ng 1.52 voice ")
     assert pipeline.store.exists(keys.output_key(job_id, "dubbed.mp4"))
     assert JobState(pipeline.store, job_id).is_marked("completed")
     for index in range(n_chunks):

@@ -14,6 +14,10 @@ from engines.espeak import EspeakConfig, EspeakTTS
 from engines.interfaces import TTS_INPUTS, TTS_OUTPUTS
 
 
+# The eSpeak NG release the espeakng-loader wheel (pinned in pyproject.toml) ships.
+ESPEAK_VERSION = "1.52"
+
+
 class EspeakServed:
     name = "tts_espeak"
     max_batch_size = 16
@@ -41,6 +45,8 @@ class EspeakServed:
                 "WAVEFORM": audio,
                 "SAMPLE_RATE": np.array([spoken.sample_rate], dtype=np.int32),
                 "SPEEDUP": np.array([natural / max(spoken.duration_s, 1e-6)], dtype=np.float32),
+                "VERSION": np.array([f"espeak-ng {ESPEAK_VERSION} voice {self.engine.voice_name(lang, variant)}"],
+                                    dtype=np.object_),
             })
         return results
 

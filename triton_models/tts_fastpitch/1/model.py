@@ -113,6 +113,7 @@ class FastPitchServed:
                 "WAVEFORM": wave.astype(np.float32),
                 "SAMPLE_RATE": np.array([rate], dtype=np.int32),
                 "SPEEDUP": np.array([natural[i] / max(wave.size / rate, 1e-6)], dtype=np.float32),
+                "VERSION": np.array([self.version], dtype=np.object_),
             })
         return results
 
