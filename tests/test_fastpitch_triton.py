@@ -113,3 +113,33 @@ def test_max_duration_speeds_speech_up_by_pace(server: TritonServer) -> None:
     fitted, = asyncio.run(_concurrently(server.grpc_url, [_request(TEXTS[5], max_duration=seconds / 1.2)]))
     assert fitted["WAVEFORM_LENGTH"][0, 0] / 22050 <= seconds / 1.2 + 256 / 22050
     assert fitted["SPEEDUP"][0, 0] == pytest.approx(1.2, rel=0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_polydub_run_with_fastpitch_records_the_checkpoint(checkpoints: tuple[Path, Path], tmp_path: Path) -> None:
+    """``--tts fastpitch`` runs the whole pipeline; QC names the checkpoint that spoke.
+
+    The tiny random model renders noise, so QC rightly fails the dub: what this
+    shows is the plumbing and the report, not a voice.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from handlers.sample import make_sample
+
+    sample = make_sample(tmp_path / "en.mp4", target_lang="en", seconds=6)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POLYDUB_")}
+    env.update(POLYDUB_FASTPITCH_CHECKPOINT=str(checkpoints[0]), POLYDUB_HIFIGAN_CHECKPOINT=str(checkpoints[1]),
+               POLYDUB_LOCAL_STORE_DIR=str(tmp_path / "store"), POLYDUB_TRACE_FILE=str(tmp_path / "spans.jsonl"))
+    out = tmp_path / "out" / "dub.mp4"
+    done = subprocess.run([sys.executable, "-m", "handlers.cli", "run", str(sample.video), "--subs",
+                           str(sample.subtitles), "--to", "en", "--tts", "fastpitch", "--vc", "none",
+                           "--lipsync", "none", "-o", str(out)],
+                          cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert done.returncode in (0, 3), done.stderr  # 3: QC failed the (noise) dub, with reasons
+    report = json.loads(out.with_suffix(".qc.json").read_text())
+    assert report["engine_versions"]["tts"] == "fastpitch fastpitch.pt + hifigan hifigan.pt"
