@@ -40,15 +40,13 @@ class ConversionStage(StageBase):
             return
         manifest = await self.manifest(event.job_id)
         engine = manifest["engines"]["vc"]
-        row = await self.run_blocking(state.read_row, event.chunk_index)
         if engine == "none":
             audio_uri = event.audio_uri
-        elif self.name in row.outputs and await self.run_blocking(state.is_done, self.name, event.chunk_index):
-            audio_uri = self.store.uri(row.outputs[self.name])
+            await self.run_blocking(state.mark_done, self.name, event.chunk_index)
+        elif (done_key := (await self.finished_output(state, event.chunk_index))[0]) is not None:
+            audio_uri = self.store.uri(done_key)
         else:
             audio_uri = await self._convert(event, manifest, state, engine)
-        if engine == "none":
-            await self.run_blocking(state.mark_done, self.name, event.chunk_index)
         await self.publisher.publish(
             ChunkConverted(
                 job_id=event.job_id,
@@ -77,13 +75,7 @@ class ConversionStage(StageBase):
                 out[a:b] = wave[: b - a]
         key = keys.chunk_output_key(event.job_id, event.chunk_index, self.name, "speech.wav")
         uri = await self.run_blocking(self.put_audio, key, out, rate)
-        row = await self.run_blocking(state.read_row, event.chunk_index)
-        row.stage = self.name
-        row.outputs[self.name] = key
-        row.timings_s[self.name] = time.perf_counter() - started
-        row.details["vc"] = engine
-        await self.run_blocking(state.write_row, row)
-        await self.run_blocking(state.mark_done, self.name, event.chunk_index)
+        await self.record_chunk(state, event.chunk_index, key, time.perf_counter() - started, vc=engine)
         return uri
 
     async def _convert_speaker(self, job_id: str, manifest: dict[str, Any], engine: str, speaker: str,

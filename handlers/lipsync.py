@@ -52,15 +52,13 @@ class LipsyncStage(StageBase):
             return
         manifest = await self.manifest(event.job_id)
         engine = manifest["engines"]["lipsync"]
-        row = await self.run_blocking(state.read_row, event.chunk_index)
         video_uri: str | None = None
-        if engine != "none":
-            if self.name in row.outputs and await self.run_blocking(state.is_done, self.name, event.chunk_index):
-                video_uri = self.store.uri(row.outputs[self.name])
-            else:
-                video_uri = await self._render(event, manifest, state, engine)
+        if engine == "none":
+            await self.record_chunk(state, event.chunk_index, None, 0.0, lipsync={"engine": engine})
+        elif (done_key := (await self.finished_output(state, event.chunk_index))[0]) is not None:
+            video_uri = self.store.uri(done_key)
         else:
-            await self.run_blocking(self._record, state, event.chunk_index, None, 0.0, engine, {})
+            video_uri = await self._render(event, manifest, state, engine)
         await self.publisher.publish(
             ChunkRendered(
                 job_id=event.job_id,
@@ -122,21 +120,10 @@ class LipsyncStage(StageBase):
                 await asyncio.to_thread(queue.put, None)
                 await encoding
             await self.run_blocking(self.store.put_file, key, path)
-        details = {"frames": count, "face_frames": faces, "first_frame": first}
-        await self.run_blocking(self._record, state, event.chunk_index, key,
-                                time.perf_counter() - started, engine, details)
+        await self.record_chunk(state, event.chunk_index, key, time.perf_counter() - started,
+                                lipsync={"engine": engine, "frames": count, "face_frames": faces,
+                                         "first_frame": first})
         return self.store.uri(key)
-
-    def _record(self, state: JobState, index: int, key: str | None, seconds: float, engine: str,
-                details: dict[str, Any]) -> None:
-        row = state.read_row(index)
-        row.stage = self.name
-        if key is not None:
-            row.outputs[self.name] = key
-        row.timings_s[self.name] = seconds
-        row.details["lipsync"] = {"engine": engine, **details}
-        state.write_row(row)
-        state.mark_done(self.name, index)
 
 
 def _drain(queue: Queue[list[np.ndarray] | None]) -> Iterator[np.ndarray]:

@@ -43,10 +43,10 @@ class SynthesisStage(StageBase):
         if state.is_marked("failed"):
             return
         manifest = await self.manifest(event.job_id)
-        row = await self.run_blocking(state.read_row, event.chunk_index)
-        if self.name in row.outputs and await self.run_blocking(state.is_done, self.name, event.chunk_index):
+        done_key, row = await self.finished_output(state, event.chunk_index)
+        if done_key is not None:
             fits = [SegmentFit(**f) for f in row.details["segment_fits"]]
-            audio_uri = self.store.uri(row.outputs[self.name])
+            audio_uri = self.store.uri(done_key)
         else:
             audio_uri, fits = await self._synthesize(event, manifest, state)
         await self.publisher.publish(
@@ -98,15 +98,9 @@ class SynthesisStage(StageBase):
                 )
         key = keys.chunk_output_key(event.job_id, event.chunk_index, self.name, "speech.wav")
         uri = await self.run_blocking(self.put_audio, key, track, rate)
-        row = await self.run_blocking(state.read_row, event.chunk_index)
-        row.stage = self.name
-        row.outputs[self.name] = key
-        row.timings_s[self.name] = time.perf_counter() - started
-        row.details["segment_fits"] = [f.model_dump() for f in fits]
-        row.details["tts"] = engine
-        row.details["tts_versions"] = sorted(versions)
-        await self.run_blocking(state.write_row, row)
-        await self.run_blocking(state.mark_done, self.name, event.chunk_index)
+        await self.record_chunk(state, event.chunk_index, key, time.perf_counter() - started,
+                                segment_fits=[f.model_dump() for f in fits], tts=engine,
+                                tts_versions=sorted(versions))
         return uri, fits
 
     async def _speak(self, segments: list[dict[str, Any]], lang: str,

@@ -108,7 +108,6 @@ def time_stretch(
     frame = max(4, int(round(frame_ms * sample_rate / 1000.0)))
     hop_out = max(1, int(round(frame * (1.0 - overlap))))
     tol = max(0, int(round(tolerance_ms * sample_rate / 1000.0)))
-    hop_in = hop_out * rate
     window = get_window("hann", frame, fftbins=True).astype(np.float64)
 
     # Output frame k covers buffer samples [k*hop_out, k*hop_out + frame); the buffer starts

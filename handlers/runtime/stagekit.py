@@ -27,7 +27,7 @@ from scipy.io import wavfile
 from handlers.runtime.bus import Publisher
 from handlers.runtime.errors import InputError
 from handlers.runtime.inference import InferenceClient
-from handlers.runtime.jobstate import CHUNK_STAGES, JobState
+from handlers.runtime.jobstate import CHUNK_STAGES, ChunkRow, JobState
 from handlers.runtime.objectstore import ObjectStore
 from handlers.runtime.settings import Settings
 from schemas.events import DubStatus
@@ -148,6 +148,35 @@ class StageBase:
             self.store.get_file(key, partial)
             partial.replace(cache)
         return cache
+
+    # --- chunk rows --------------------------------------------------------------
+
+    async def finished_output(self, state: JobState, index: int) -> tuple[str | None, ChunkRow]:
+        """This stage's output key for the chunk if it already finished (a redelivery), and the row.
+
+        Finished means the output is recorded in the row *and* the done marker exists:
+        the marker is written last, so a crash in between redoes the work.
+        """
+        row = await self.run_blocking(state.read_row, index)
+        if self.name in row.outputs and await self.run_blocking(state.is_done, self.name, index):
+            return row.outputs[self.name], row
+        return None, row
+
+    async def record_chunk(self, state: JobState, index: int, key: str | None, seconds: float,
+                           **details: Any) -> None:
+        """Record this stage's output of a chunk in its row, then write the done marker."""
+
+        def write() -> None:
+            row = state.read_row(index)
+            row.stage = self.name
+            if key is not None:
+                row.outputs[self.name] = key
+            row.timings_s[self.name] = seconds
+            row.details.update(details)
+            state.write_row(row)
+            state.mark_done(self.name, index)
+
+        await self.run_blocking(write)
 
     # --- progress ----------------------------------------------------------------
 
