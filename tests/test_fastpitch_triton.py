@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -98,9 +99,15 @@ def test_concurrent_requests_are_batched_and_match_the_local_client(
         assert int(got["WAVEFORM_LENGTH"][0, 0]) == n > 0
         np.testing.assert_allclose(got["WAVEFORM"][0, :n], want["WAVEFORM"][0, :n], atol=1e-4)
 
+    # Triton records statistics just after it responds: wait (bounded) until they count every request.
     client = grpcclient.InferenceServerClient(server.grpc_url)
+    deadline = time.monotonic() + 5.0
     try:
-        stats = client.get_inference_statistics(model_name=MODEL, as_json=True)["model_stats"][0]
+        while True:
+            stats = client.get_inference_statistics(model_name=MODEL, as_json=True)["model_stats"][0]
+            if int(stats.get("inference_count", 0)) >= len(TEXTS) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
     finally:
         client.close()
     assert int(stats["inference_count"]) >= len(TEXTS)

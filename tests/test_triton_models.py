@@ -44,6 +44,8 @@ from tests.fixtures.servers import TritonFactory
 REFERENCE_MODELS = ("tts_espeak", "vc_world", "lipsync_mouthwarp", "speaker_encoder")
 #: Requests sent at once: enough that the dynamic batcher has something to group.
 CONCURRENT_REQUESTS = 8
+#: How long Triton's counters may lag the responses a client already holds.
+STATISTICS_SETTLE_S = 5.0
 #: Deadline of one Triton call in these tests, in seconds (a hang fails, it does not block).
 CALL_TIMEOUT_S = 60.0
 #: Float outputs may differ by batch composition (padding in batched torch ops); engines
@@ -187,6 +189,20 @@ REQUESTS: dict[str, Callable[[list[np.ndarray], np.ndarray], list[Batch]]] = {
 # --- helpers ---------------------------------------------------------------------------------
 
 
+async def settled_statistics(triton: TritonServer, model: str, inferences: int) -> tuple[int, int]:
+    """Statistics once they count ``inferences`` items (bounded wait).
+
+    Triton records a request's statistics after it has sent the response, so a
+    client can hold every result a moment before the counters include them.
+    """
+    deadline = asyncio.get_running_loop().time() + STATISTICS_SETTLE_S
+    while True:
+        counts = statistics(triton, model)
+        if counts[0] >= inferences or asyncio.get_running_loop().time() > deadline:
+            return counts
+        await asyncio.sleep(0.05)
+
+
 def statistics(triton: TritonServer, model: str) -> tuple[int, int]:
     """(inference_count, execution_count) of a model from Triton's statistics API.
 
@@ -254,7 +270,7 @@ async def test_concurrent_mixed_length_requests_match_local_and_are_batched(
 
     inferences_before, executions_before = statistics(triton, model)
     results = await infer_all(triton, model, requests)
-    inferences_after, executions_after = statistics(triton, model)
+    inferences_after, executions_after = await settled_statistics(triton, model, inferences_before + items)
 
     for i, (got, want) in enumerate(zip(results, expected)):
         assert not isinstance(got, BaseException), f"{model} request {i} failed: {got}"
