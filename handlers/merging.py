@@ -38,6 +38,7 @@ from handlers.runtime.media import decode_audio, encode_mp4, iter_frames, mux_au
 from handlers.runtime.mix import (
     blend_frames,
     duck_gain,
+    fit_length,
     frame_weight,
     normalize_loudness,
     overlap_add,
@@ -109,8 +110,8 @@ class MergingStage(StageBase):
         out_rate = self.settings.output_audio_rate
         source = self.local_copy(manifest["source_key"])
         original = decode_audio(source, out_rate)
-        original = _fit(original, int(round(duration * out_rate)))
-        dub_out = _fit(resample_poly(dub, out_rate, rate).astype(np.float32), original.size)
+        original = fit_length(original, int(round(duration * out_rate)))
+        dub_out = fit_length(resample_poly(dub, out_rate, rate).astype(np.float32), original.size)
         gain = duck_gain(speech_mask(list(spans.values()), original.size, out_rate), out_rate,
                          self.settings.duck_db, self.settings.duck_attack_s, self.settings.duck_release_s)
         mix, gain_db = normalize_loudness(original * gain + dub_out, out_rate,
@@ -145,12 +146,6 @@ class MergingStage(StageBase):
         outputs["loudness_gain_db"] = gain_db
         outputs["merge_seconds"] = time.perf_counter() - started
         return outputs
-
-
-def _fit(audio: np.ndarray, n: int) -> np.ndarray:
-    if audio.size >= n:
-        return audio[:n]
-    return np.pad(audio, (0, n - audio.size))
 
 
 def _joined_frames(videos: list[Path], chunks: list[dict[str, Any]], fps: float) -> Iterator[np.ndarray]:

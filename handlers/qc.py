@@ -48,7 +48,6 @@ from handlers.qc_checks import (
     edit_distance,
     error_metric,
     evaluate_checks,
-    loudness_profile,
     loudness_series,
     peak_dbfs,
     segment_timings,
@@ -62,7 +61,7 @@ from handlers.runtime.errors import InputError
 from handlers.runtime.inference import InferenceClient, text_inputs
 from handlers.runtime.jobstate import JobState
 from handlers.runtime.media import iter_frames, probe
-from handlers.runtime.mix import overlap_add
+from handlers.runtime.mix import loudness_profile, overlap_add
 from handlers.runtime.settings import Settings
 from handlers.runtime.stagekit import StageBase, StageDeps
 from schemas.events import DubCompleted, DubFailed, JobMerged, QCSummary

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyloudnorm
 from scipy.signal import resample_poly
 
+from handlers.runtime.mix import LOUDNESS_FLOOR_LUFS, MOMENTARY_BLOCK_S, MOMENTARY_HOP_S
 from handlers.runtime.settings import Settings
 
 # --- speech activity ------------------------------------------------------------------
@@ -58,11 +58,6 @@ TRUE_PEAK_OVERSAMPLE = 4
 TRUE_PEAK_BLOCK = 1 << 18
 #: ... with this many samples of context on each side (covers resample_poly's filter).
 TRUE_PEAK_MARGIN = 64
-#: BS.1770 momentary-loudness block and the hop of the loudness-over-time series, seconds.
-MOMENTARY_BLOCK_S = 0.4
-MOMENTARY_HOP_S = 0.1
-#: Loudness below the BS.1770 absolute gate is shown as this floor (LUFS) in the series.
-LOUDNESS_FLOOR_LUFS = -70.0
 #: Points of each plotted series kept in the report (waveform buckets, loudness values).
 SERIES_POINTS = 1200
 
@@ -390,22 +385,6 @@ def true_peak_dbfs(audio: np.ndarray, oversample: int = TRUE_PEAK_OVERSAMPLE) ->
         if keep.size:
             peak = max(peak, float(np.max(np.abs(keep))))
     return 20.0 * math.log10(peak) if peak > 0 else float("-inf")
-
-
-def loudness_profile(audio: np.ndarray, rate: int) -> tuple[float, np.ndarray]:
-    """Integrated loudness (LUFS) and momentary loudness every :data:`MOMENTARY_HOP_S`.
-
-    One BS.1770 pass gives both: pyloudnorm's gating blocks are exactly the 400 ms
-    momentary blocks with a 100 ms hop. Too-short or silent audio gives ``-inf``.
-    """
-    x = np.asarray(audio, dtype=np.float64)
-    if x.size < MOMENTARY_BLOCK_S * rate or not np.any(x):
-        return float("-inf"), np.zeros(0)
-    meter = pyloudnorm.Meter(rate, block_size=MOMENTARY_BLOCK_S, overlap=1.0 - MOMENTARY_HOP_S / MOMENTARY_BLOCK_S)
-    integrated = float(meter.integrated_loudness(x))
-    momentary = np.maximum(np.nan_to_num(np.asarray(meter.blockwise_loudness, dtype=np.float64),
-                                         neginf=LOUDNESS_FLOOR_LUFS), LOUDNESS_FLOOR_LUFS)
-    return integrated, momentary
 
 
 def waveform_series(audio: np.ndarray, rate: int, points: int = SERIES_POINTS) -> dict[str, Any]:

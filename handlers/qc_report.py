@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from handlers.qc_checks import MIN_FACE_SHARE, loudness_profile, loudness_series, waveform_series
+from handlers.qc_checks import MIN_FACE_SHARE, loudness_series, waveform_series
+from handlers.runtime.mix import loudness_profile
 from handlers.runtime import keys
 from handlers.runtime.errors import InputError, ObjectNotFound
 from handlers.runtime.objectstore import ObjectStore

@@ -175,6 +175,20 @@ def _check_and_load(model: nn.Module, state_dict: dict[str, Tensor], *, path: Pa
     return skipped
 
 
+def _resolve_config(ckpt: dict[str, Any], key: str, config: Any, config_cls: Any, path: Path,
+                    label: str) -> tuple[Any, str]:
+    """The model config: the file's embedded one (over ``config``), else ``config``, else defaults.
+
+    Returns the config and where it came from, for error messages.
+    """
+    embedded = ckpt.get("config") if key != "<bare>" else None
+    if embedded is not None:
+        return config_cls.from_checkpoint_config(embedded, base=config), "checkpoint"
+    logger.info("%s: no embedded config; using %s %s config", path,
+                "the given" if config is not None else "the published default", label)
+    return (config, "given") if config is not None else (config_cls(), "defaults")
+
+
 def load_fastpitch(
     path: str | Path,
     config: FastPitchConfig | None = None,
@@ -193,15 +207,7 @@ def load_fastpitch(
     ckpt = read_checkpoint(p, allow_pickle=allow_pickle)
     key, raw_sd = _pick_state_dict(ckpt, FASTPITCH_STATE_KEYS, prefer_ema,
                                    "encoder.word_emb.weight", p, "FastPitch")
-    embedded = ckpt.get("config") if key != "<bare>" else None
-    if embedded is not None:
-        cfg = FastPitchConfig.from_checkpoint_config(embedded, base=config)
-        source = "checkpoint"
-    else:
-        cfg = config or FastPitchConfig()
-        source = "given" if config is not None else "defaults"
-        logger.info("%s: no embedded config; using %s FastPitch config", p,
-                    "the given" if config is not None else "the published default")
+    cfg, source = _resolve_config(ckpt, key, config, FastPitchConfig, p, "FastPitch")
     model = FastPitch(cfg)
     sd = strip_module_prefix(raw_sd)
     skipped = _check_and_load(
@@ -267,15 +273,7 @@ def load_hifigan(
     ckpt = read_checkpoint(p, allow_pickle=allow_pickle)
     key, raw_sd = _pick_state_dict(ckpt, HIFIGAN_STATE_KEYS, prefer_ema,
                                    "conv_pre.bias", p, "HiFi-GAN generator")
-    embedded = ckpt.get("config") if key != "<bare>" else None
-    if embedded is not None:
-        cfg = HiFiGanConfig.from_checkpoint_config(embedded, base=config)
-        source = "checkpoint"
-    else:
-        cfg = config or HiFiGanConfig()
-        source = "given" if config is not None else "defaults"
-        logger.info("%s: no embedded config; using %s HiFi-GAN config", p,
-                    "the given" if config is not None else "the published default")
+    cfg, source = _resolve_config(ckpt, key, config, HiFiGanConfig, p, "HiFi-GAN")
     model = HiFiGan(cfg)
     sd, layout = _remap_resblocks(strip_module_prefix(raw_sd), len(cfg.resblock_kernel_sizes))
     if "conv_pre.weight" in sd and "conv_pre.weight_v" not in sd:

@@ -19,8 +19,12 @@ from scipy.ndimage import maximum_filter1d
 
 # Rate (Hz) at which the ducking gain is computed before interpolation.
 DUCK_CONTROL_RATE = 200
-# Loudness of material shorter than this cannot be measured by BS.1770 (one 400 ms block).
-MIN_LOUDNESS_SECONDS = 0.4
+#: BS.1770 momentary-loudness block (also the shortest measurable material) and the hop of
+#: the loudness-over-time series, seconds.
+MOMENTARY_BLOCK_S = 0.4
+MOMENTARY_HOP_S = 0.1
+#: Loudness below the BS.1770 absolute gate is shown as this floor (LUFS) in the series.
+LOUDNESS_FLOOR_LUFS = -70.0
 
 
 def fade_in(n: int) -> np.ndarray:
@@ -114,11 +118,26 @@ def duck_gain(mask: np.ndarray, rate: int, duck_db: float, attack_s: float, rele
     return np.interp(np.arange(mask.size), centres, control).astype(np.float32)
 
 
+def loudness_profile(audio: np.ndarray, rate: int) -> tuple[float, np.ndarray]:
+    """Integrated loudness (LUFS) and momentary loudness every :data:`MOMENTARY_HOP_S`.
+
+    One BS.1770 pass gives both: pyloudnorm's gating blocks are exactly the 400 ms
+    momentary blocks with a 100 ms hop. Too-short or silent audio gives ``-inf``.
+    Merging normalises and QC checks with this one meter, so they cannot disagree.
+    """
+    x = np.asarray(audio, dtype=np.float64)
+    if x.size < MOMENTARY_BLOCK_S * rate or not np.any(x):
+        return float("-inf"), np.zeros(0)
+    meter = pyloudnorm.Meter(rate, block_size=MOMENTARY_BLOCK_S, overlap=1.0 - MOMENTARY_HOP_S / MOMENTARY_BLOCK_S)
+    integrated = float(meter.integrated_loudness(x))
+    momentary = np.maximum(np.nan_to_num(np.asarray(meter.blockwise_loudness, dtype=np.float64),
+                                         neginf=LOUDNESS_FLOOR_LUFS), LOUDNESS_FLOOR_LUFS)
+    return integrated, momentary
+
+
 def integrated_loudness(audio: np.ndarray, rate: int) -> float:
     """BS.1770 integrated loudness in LUFS (-inf for silence or too-short audio)."""
-    if audio.size < MIN_LOUDNESS_SECONDS * rate or not np.any(audio):
-        return float("-inf")
-    return float(pyloudnorm.Meter(rate).integrated_loudness(audio.astype(np.float64)))
+    return loudness_profile(audio, rate)[0]
 
 
 def normalize_loudness(audio: np.ndarray, rate: int, target_lufs: float, peak_dbfs: float) -> tuple[np.ndarray, float]:
@@ -129,6 +148,13 @@ def normalize_loudness(audio: np.ndarray, rate: int, target_lufs: float, peak_db
     gain_db = target_lufs - measured
     out = audio.astype(np.float32) * np.float32(10 ** (gain_db / 20))
     return limit_peaks(out, rate, peak_dbfs), gain_db
+
+
+def fit_length(audio: np.ndarray, n: int) -> np.ndarray:
+    """Trim or zero-pad mono audio to exactly ``n`` samples."""
+    if audio.size >= n:
+        return audio[:n]
+    return np.pad(audio, (0, n - audio.size))
 
 
 def limit_peaks(audio: np.ndarray, rate: int, peak_dbfs: float, release_s: float = 0.05) -> np.ndarray:

@@ -27,7 +27,7 @@ from scipy.io import wavfile
 from handlers.runtime.bus import Publisher
 from handlers.runtime.errors import InputError
 from handlers.runtime.inference import InferenceClient
-from handlers.runtime.jobstate import CHUNK_STAGES, ChunkRow, JobState
+from handlers.runtime.jobstate import ChunkRow, JobState
 from handlers.runtime.objectstore import ObjectStore
 from handlers.runtime.settings import Settings
 from schemas.events import DubStatus
@@ -198,6 +198,3 @@ class StageBase:
         done = await self.run_blocking(self.job(job_id).count_done, self.name)
         await self.emit_status(job_id, status, done / n_chunks, done, n_chunks)
 
-
-def is_chunk_stage(stage: str) -> bool:
-    return stage in CHUNK_STAGES
