@@ -41,7 +41,7 @@ bench: venv
 # Regenerate every checked-in file derived from code (tests fail when they drift).
 generate: venv
 	$(BIN)/python -m schemas.generate
-	$(BIN)/python -m infra.triton_configs
+	$(BIN)/python -m serving.configs
 	$(BIN)/python -m handlers.asyncapi
 	$(BIN)/python -m infra.docs
 

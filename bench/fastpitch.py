@@ -9,12 +9,12 @@ Triton throughput at concurrency 1 and 8 with dynamic batching on and off.
 from __future__ import annotations
 
 import asyncio
-import os
 
 import numpy as np
 
-from bench.harness import Context, Row, benchmark, median, time_awaits, time_calls, write_triton_repository
-from engines.batching import encode_texts
+from bench.harness import Context, Row, benchmark, median, time_awaits, time_calls
+from serving.batching import run_batch
+from serving.specs import encode_texts
 
 MODEL = "tts_fastpitch"
 #: Seconds of speech asked for; the text length is sized from the untrained model's timing.
@@ -22,6 +22,8 @@ TARGET_SECONDS = (5.0, 10.0, 30.0)
 THROUGHPUT_TEXT = "The quick brown fox jumps over the lazy dog."
 CONCURRENCIES = (1, 8)
 REQUESTS_PER_RUN = 8
+#: The served model's parameters: the published size with random weights (compute cost only).
+RANDOM_INIT = {MODEL: {"random_init": "true"}}
 TIMEOUT_S = 600.0
 WORDS = "the quick brown fox jumps over the lazy dog while children watch from a window".split()
 
@@ -33,15 +35,13 @@ def _inputs(texts: list[str]) -> dict[str, np.ndarray]:
 
 
 def _served(ctx: Context):  # type: ignore[no-untyped-def]
-    from handlers.runtime.inference import load_adapter_module
+    from serving.catalog import build_model
 
-    return ctx.cached("fastpitch", lambda: load_adapter_module(MODEL).build_served_model({"random_init": "true"}))
+    return ctx.cached("fastpitch", lambda: build_model(MODEL, RANDOM_INIT[MODEL]))
 
 
 def _text_for(ctx: Context, seconds: float) -> str:
     """A text that the untrained model speaks for about ``seconds``."""
-    from engines.batching import run_batch
-
     served = _served(ctx)
     probe = " ".join(WORDS)
     out = run_batch(served, _inputs([probe]))
@@ -53,8 +53,6 @@ def _text_for(ctx: Context, seconds: float) -> str:
 @benchmark("fastpitch")
 def fastpitch_cost(ctx: Context) -> list[Row]:
     """FastPitch + HiFi-GAN (published size, random weights): RTF at 5/10/30 s, Triton throughput."""
-    from engines.batching import run_batch
-
     rows = []
     served = _served(ctx)
     for seconds in TARGET_SECONDS:
@@ -74,18 +72,12 @@ def fastpitch_cost(ctx: Context) -> list[Row]:
 
 
 def _throughput(ctx: Context) -> list[Row]:
-    from infra.stack import TritonServer, stop_servers
+    from infra.stack import stop_servers
 
     rows = []
-    os.environ["POLYDUB_FASTPITCH_RANDOM_INIT"] = "true"  # read by the served model inside Triton
     inputs = _inputs([THROUGHPUT_TEXT])
-    for batching in (True, False):
-        label = "batching_on" if batching else "batching_off"
-        repo = write_triton_repository(ctx.workdir / f"fastpitch-{label}", (MODEL,), dynamic_batching=batching)
-        server = TritonServer(ctx.workdir / f"triton-fastpitch-{label}", repo, model_control_mode="explicit",
-                              load_models=(MODEL,), auto_complete_config=False,
-                              backend_dir=ctx.workdir / "triton-backends")
-        server.start()
+    for label in ("checked_in", "batching_off"):
+        server = ctx.start_triton((MODEL,), label, RANDOM_INIT)
         try:
             for concurrency in CONCURRENCIES:
                 seconds = asyncio.run(_burst(server.grpc_url, inputs, concurrency, ctx.repeats))

@@ -9,8 +9,8 @@ different machines and commits can be concatenated and compared.
 A benchmark is a function ``(ctx: Context) -> list[Row]`` registered with
 :func:`benchmark`. :class:`Context` owns what benchmarks share and is expensive to make:
 the sample media, the in-process inference client, and Triton servers (the checked-in
-repository with dynamic batching, and a temporary copy without it), started on first use
-and stopped at the end of the run.
+repository as it is, and with the baseline configurations of :data:`TRITON_VARIANTS`),
+started on first use and stopped at the end of the run.
 """
 
 from __future__ import annotations
@@ -216,27 +216,27 @@ def make_sample_media(lang: str = SAMPLE_LANG, seconds: float = SAMPLE_SECONDS,
     )
 
 
-def write_triton_repository(dest: Path, models: Sequence[str], *, dynamic_batching: bool) -> Path:
-    """A Triton repository at ``dest`` serving ``models`` from the checked-in adapters, KIND_CPU.
+#: The Triton configurations benchmarks compare, by label: the checked-in CPU configs, and
+#: overrides loaded through the model-control API (no copy of the repository).
+#: ``before``: one instance and a 5 ms batching wait for every model, the configs before
+#: per-item engines scaled by instances; ``batching_off``: one instance, no dynamic batcher.
+TRITON_VARIANTS: dict[str, dict[str, Any] | None] = {
+    "checked_in": None,
+    "before": {"instances": 1, "queue_delay_us": 5000},
+    "batching_off": {"instances": 1, "dynamic_batching": False},
+}
 
-    The benchmark's batching-off baseline: the same ``model.py`` files with a config
-    generated without the ``dynamic_batching`` block (``max_batch_size`` stays, so the
-    requests are the same; Triton then hands ``execute`` one request at a time).
-    """
-    from engines.batching import render_config
-    from handlers.runtime.inference import MODEL_REPOSITORY, load_adapter_module
-    from infra.triton_configs import MAX_QUEUE_DELAY_US
 
-    for name in models:
-        module = load_adapter_module(name)
-        folder = dest / name
-        (folder / "1").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(MODEL_REPOSITORY / name / "1" / "model.py", folder / "1" / "model.py")
-        text = render_config(module.SERVED_CLASS, "KIND_CPU", 1, MAX_QUEUE_DELAY_US,
-                             getattr(module, "PARAMETERS", {}), (module.__doc__ or "").strip(),
-                             dynamic_batching=dynamic_batching)
-        (folder / "config.pbtxt").write_text(text)
-    return dest
+def variant_configs(models: Sequence[str], label: str, parameters: dict[str, dict[str, str]] | None = None,
+                    ) -> dict[str, str]:
+    """``{model: JSON config}`` of a :data:`TRITON_VARIANTS` entry (KIND_CPU), for ``model_configs``."""
+    from serving.catalog import model_class
+    from serving.configs import Variant, config_json
+
+    overrides = TRITON_VARIANTS[label] or {}
+    return {name: config_json(model_class(name), Variant(gpu=False, parameters=(parameters or {}).get(name),
+                                                         **overrides))
+            for name in models}
 
 
 @dataclass
@@ -247,7 +247,7 @@ class Context:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="polydub-bench-")))
     #: Run the long variants (e.g. every VC voice pair) instead of the quick subsets.
     full: bool = False
-    _servers: dict[bool, Any] = field(default_factory=dict)
+    _servers: dict[str, Any] = field(default_factory=dict)
     _memo: dict[str, Any] = field(default_factory=dict)
 
     def cached(self, key: str, make: Callable[[], Any]) -> Any:
@@ -269,36 +269,39 @@ class Context:
     def infer_local(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.local.infer_sync(model, inputs)
 
-    def triton(self, dynamic_batching: bool = True) -> Any:
-        """A healthy Triton serving :data:`REFERENCE_MODELS` (CPU configs), with or without batching.
+    def triton(self, variant: str = "checked_in") -> Any:
+        """A healthy Triton serving :data:`REFERENCE_MODELS` in a :data:`TRITON_VARIANTS` configuration."""
+        if variant not in self._servers:
+            self._servers[variant] = self.start_triton(REFERENCE_MODELS, variant)
+        return self._servers[variant]
 
-        With batching: the checked-in repository itself. Without: a generated copy.
-        """
-        if dynamic_batching not in self._servers:
-            from handlers.runtime.inference import MODEL_REPOSITORY
-            from infra.stack import TritonServer
+    def start_triton(self, models: Sequence[str], variant: str = "checked_in",
+                     parameters: dict[str, dict[str, str]] | None = None) -> Any:
+        """A new Triton over the checked-in repository loading ``models`` (the caller stops it)."""
+        from infra.stack import TritonServer
+        from serving import MODEL_REPOSITORY
+        from serving.configs import CPU_CONFIG_NAME
 
-            label = "batching" if dynamic_batching else "no-batching"
-            repository = (MODEL_REPOSITORY if dynamic_batching else write_triton_repository(
-                self.workdir / "repo-no-batching", REFERENCE_MODELS, dynamic_batching=False))
-            server = TritonServer(self.workdir / f"triton-{label}", repository, model_control_mode="explicit",
-                                  load_models=REFERENCE_MODELS, auto_complete_config=False,
-                                  backend_dir=self.workdir / "triton-backends")
-            self._servers[dynamic_batching] = server
-            server.start()
-        return self._servers[dynamic_batching]
+        overridden = variant != "checked_in" or parameters
+        configs = variant_configs(models, variant, parameters) if overridden else {}
+        server = TritonServer(self.workdir / f"triton-{variant}-{'-'.join(models)}", MODEL_REPOSITORY,
+                              model_control_mode="explicit", load_models=() if overridden else tuple(models),
+                              model_configs=configs, auto_complete_config=False,
+                              model_config_name=CPU_CONFIG_NAME, backend_dir=self.workdir / "triton-backends")
+        server.start()
+        return server
 
-    def triton_client(self, dynamic_batching: bool = True) -> Any:
+    def triton_client(self, variant: str = "checked_in") -> Any:
         """A new gRPC aio client for that server (create it inside the event loop that uses it)."""
         from handlers.runtime.inference import TritonInferenceClient
 
-        return TritonInferenceClient(self.triton(dynamic_batching).grpc_url, TRITON_TIMEOUT_S)
+        return TritonInferenceClient(self.triton(variant).grpc_url, TRITON_TIMEOUT_S)
 
-    def triton_statistics(self, model: str, dynamic_batching: bool = True) -> tuple[int, int]:
+    def triton_statistics(self, model: str, variant: str = "checked_in") -> tuple[int, int]:
         """(inference_count, execution_count) of ``model``: items served and executions run."""
         import tritonclient.grpc as grpcclient
 
-        client = grpcclient.InferenceServerClient(self.triton(dynamic_batching).grpc_url)
+        client = grpcclient.InferenceServerClient(self.triton(variant).grpc_url)
         try:
             stats = client.get_inference_statistics(model_name=model, as_json=True)["model_stats"][0]
         finally:

@@ -22,9 +22,9 @@ import numpy as np
 from bench.harness import Context, Row, benchmark, median
 from bench.speed import dub_speech
 from bench.vc_quality import DEFAULT_VOICES, evaluate_vc_pairs, summarize
-from engines.batching import join_items
-from engines.interfaces import LIPSYNC_INPUTS
-from handlers.runtime.inference import text_inputs
+from serving.batching import join_items
+from serving.interfaces import LIPSYNC_INPUTS
+from serving.specs import text_inputs
 
 #: Quick VC run: indices into DEFAULT_VOICES of six contrasting voices (eSpeak's default male,
 #: a female variant, the Klatt synthesiser, a low-pitched male, and two WORLD-shifted voices).

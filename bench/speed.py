@@ -3,10 +3,12 @@
 * ``rtf``: processing seconds per second of audio (or video) for each engine on the
   sample media, through the in-process client and through Triton (one request at a
   time, so the two differ only by the serving path: gRPC, the python stub, DLPack).
-* ``throughput``: Triton requests per second at concurrency 1 and 8, with the checked-in
-  dynamic batching and with a generated copy of the repository without it; with it,
-  also the mean number of items per execution (Triton's statistics), which shows
-  whether the batcher grouped anything.
+* ``throughput``: Triton requests per second at concurrency 1 and 8 in each
+  configuration of :data:`bench.harness.TRITON_VARIANTS`: the checked-in configs
+  (batch-first models wait 5 ms to fill a batch; per-item engines run two instances
+  and never wait), ``before`` (one instance and a 5 ms wait for every model) and
+  ``batching_off``; with a batcher, also the mean number of items per execution
+  (Triton's statistics), which shows whether it grouped anything.
 
 Workloads come from the sample media as the pipeline would send them: the dub's
 subtitles to TTS, the TTS speech with the original speaker's cached statistics to VC,
@@ -20,10 +22,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.harness import REFERENCE_MODELS, Context, Row, benchmark, median, time_awaits, time_calls
-from engines.batching import join_items
-from engines.interfaces import LIPSYNC_INPUTS, SPEAKER_INPUTS, VC_INPUTS
-from handlers.runtime.inference import text_inputs
+from bench.harness import (
+    REFERENCE_MODELS,
+    TRITON_VARIANTS,
+    Context,
+    Row,
+    benchmark,
+    median,
+    time_awaits,
+    time_calls,
+)
+from serving.batching import join_items
+from serving.interfaces import LIPSYNC_INPUTS, SPEAKER_INPUTS, VC_INPUTS
+from serving.specs import text_inputs
 
 Arrays = dict[str, np.ndarray]
 
@@ -39,6 +50,8 @@ MIN_REQUESTS_PER_RUN = 8
 VC_ITEM_SECONDS = 0.25
 SPEAKER_ITEM_SECONDS = 1.5
 LIPSYNC_ITEM_FRAMES = 10
+#: Concurrent warm-up requests, so every instance of a model has served once before timing.
+WARMUP_REQUESTS = 4
 
 
 @dataclass(frozen=True)
@@ -164,9 +177,9 @@ def requests_per_run(concurrency: int) -> int:
     return max(MIN_REQUESTS_PER_RUN, 2 * concurrency)
 
 
-async def _burst_times(ctx: Context, work: Workload, concurrency: int, dynamic_batching: bool) -> list[float]:
+async def _burst_times(ctx: Context, work: Workload, concurrency: int, variant: str) -> list[float]:
     """Seconds per run of :func:`requests_per_run` requests, at most ``concurrency`` in flight."""
-    client = ctx.triton_client(dynamic_batching)
+    client = ctx.triton_client(variant)
     gate = asyncio.Semaphore(concurrency)
 
     async def one() -> None:
@@ -182,28 +195,27 @@ async def _burst_times(ctx: Context, work: Workload, concurrency: int, dynamic_b
         await client.close()
 
 
-async def _warm_up(ctx: Context, work: Workload, dynamic_batching: bool) -> None:
-    """One request: a model's first calls pay one-off costs (imports, torch kernels)."""
-    client = ctx.triton_client(dynamic_batching)
+async def _warm_up(ctx: Context, work: Workload, variant: str) -> None:
+    """One request per instance: a model's first calls pay one-off costs (imports, torch kernels)."""
+    client = ctx.triton_client(variant)
     try:
-        await client.infer(work.model, work.inputs)
+        await asyncio.gather(*(client.infer(work.model, work.inputs) for _ in range(WARMUP_REQUESTS)))
     finally:
         await client.close()
 
 
 @benchmark("throughput")
 def triton_throughput(ctx: Context) -> list[Row]:
-    """Triton requests/s at concurrency 1 and 8, dynamic batching on vs off, per reference engine."""
+    """Triton requests/s at concurrency 1 and 8 per configuration (checked-in, before, no batcher)."""
     rows = []
     for work in item_workloads(ctx):
-        for batching in (True, False):
-            mode = "batching_on" if batching else "batching_off"
-            asyncio.run(_warm_up(ctx, work, batching))
+        for variant in TRITON_VARIANTS:
+            asyncio.run(_warm_up(ctx, work, variant))
             for concurrency in CONCURRENCIES:
-                before = ctx.triton_statistics(work.model, batching)
-                times = asyncio.run(_burst_times(ctx, work, concurrency, batching))
-                after = ctx.triton_statistics(work.model, batching)
-                case = f"{work.model}/{mode}/c{concurrency}"
+                before = ctx.triton_statistics(work.model, variant)
+                times = asyncio.run(_burst_times(ctx, work, concurrency, variant))
+                after = ctx.triton_statistics(work.model, variant)
+                case = f"{work.model}/{variant}/c{concurrency}"
                 rows.append(Row("throughput", case, "requests_per_s", requests_per_run(concurrency) / median(times),
                                 "1/s", len(times)))
                 executions = after[1] - before[1]

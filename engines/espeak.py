@@ -89,7 +89,7 @@ import struct
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -674,12 +674,17 @@ class EspeakTTS:
         target_duration_s: float | None = None,
         pitch_hz: float | None = None,
         variant: str | None = None,
+        max_speedup: float | None = None,
     ) -> EspeakResult:
         """Speak one text; with a target duration the output has exactly that many samples.
 
         ``target_duration_s`` of ``None``/NaN/<= 0 keeps the natural duration.
+        ``max_speedup`` bounds the time-stretch after rate control for this call
+        (``None`` or <= 0: the config's ``max_speedup``).
         """
         cfg = self.config
+        if max_speedup is not None and max_speedup > 0:
+            cfg = replace(cfg, max_speedup=float(max_speedup))
         text = self._check_text(text)
         voice = self.voice_name(lang, variant)
         pitch = self.pitch_param(lang, variant, pitch_hz)

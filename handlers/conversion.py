@@ -22,6 +22,7 @@ from handlers.runtime.jobstate import JobState
 from handlers.runtime.stagekit import StageBase
 from schemas.events import ChunkConverted, ChunkSynthesized, SegmentFit
 from schemas.status import StatusCode
+from serving.interfaces import VC
 
 
 def vc_model_name(engine: str) -> str:
@@ -81,34 +82,21 @@ class ConversionStage(StageBase):
     async def _convert_speaker(self, job_id: str, manifest: dict[str, Any], engine: str, speaker: str,
                                pieces: list[np.ndarray], rate: int) -> list[np.ndarray]:
         """One inference call for all of one speaker's segments in this chunk."""
-        n = len(pieces)
-        longest = max(p.size for p in pieces)
-        waves = np.zeros((n, longest), dtype=np.float32)
-        for i, piece in enumerate(pieces):
-            waves[i, : piece.size] = piece
-        inputs: dict[str, np.ndarray] = {
-            "WAVEFORM": waves,
-            "WAVEFORM_LENGTH": np.array([[p.size] for p in pieces], dtype=np.int64),
-            "SAMPLE_RATE": np.full((n, 1), rate, dtype=np.int32),
-        }
         stats_key = f"{keys.job_prefix(job_id)}speakers/{speaker}.{engine}.npy"
         stats = await self.run_blocking(self._load_stats, stats_key)
         if stats is not None:
-            inputs["TARGET_STATS"] = np.repeat(stats[None, :], n, axis=0)
-            inputs["TARGET_STATS_LENGTH"] = np.full((n, 1), stats.size, dtype=np.int64)
+            target: dict[str, np.ndarray] = {"TARGET_STATS": stats}
         else:
             # The model returns the statistics it estimated (already rounded to the
             # float32 it will receive next time), so later chunks and redeliveries
             # convert identically from the cached copy.
             reference, _ = await self.run_blocking(self.get_audio, manifest["speakers"][speaker])
-            inputs["REFERENCE"] = np.repeat(reference[None, :], n, axis=0)
-            inputs["REFERENCE_LENGTH"] = np.full((n, 1), reference.size, dtype=np.int64)
-        out = await self.inference.infer(vc_model_name(engine), inputs)
-        if stats is None and "TARGET_STATS" in out:
-            length = int(out["TARGET_STATS_LENGTH"].reshape(-1)[0])
-            await self.run_blocking(self._save_stats, stats_key, out["TARGET_STATS"][0, :length])
-        lengths = out["WAVEFORM_LENGTH"].reshape(-1)
-        return [out["WAVEFORM"][i, : lengths[i]].astype(np.float32) for i in range(n)]
+            target = {"REFERENCE": reference}
+        items = [{"WAVEFORM": piece, "SAMPLE_RATE": np.int32(rate), **target} for piece in pieces]
+        out = await self.inference.infer_items(vc_model_name(engine), VC, items)
+        if stats is None and "TARGET_STATS" in out[0]:
+            await self.run_blocking(self._save_stats, stats_key, out[0]["TARGET_STATS"])
+        return [item["WAVEFORM"].astype(np.float32) for item in out]
 
     def _load_stats(self, key: str) -> np.ndarray | None:
         try:

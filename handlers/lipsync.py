@@ -28,6 +28,8 @@ from handlers.runtime.media import encode_mp4, iter_frames
 from handlers.runtime.stagekit import StageBase
 from schemas.events import ChunkConverted, ChunkRendered
 from schemas.status import StatusCode
+from serving.interfaces import LIPSYNC
+from serving.specs import scalar
 
 
 def lipsync_model_name(engine: str) -> str:
@@ -101,21 +103,12 @@ class LipsyncStage(StageBase):
                     clip = np.zeros(b - a, dtype=np.float32)
                     piece = audio[a:b]
                     clip[: piece.size] = piece
-                    out = await self.inference.infer(
-                        lipsync_model_name(engine),
-                        {
-                            "FRAMES": np.stack(batch)[None],
-                            "FRAMES_LENGTH": np.array([[len(batch)]], dtype=np.int64),
-                            "AUDIO": clip[None],
-                            "AUDIO_LENGTH": np.array([[clip.size]], dtype=np.int64),
-                            "SAMPLE_RATE": np.array([[rate]], dtype=np.int32),
-                            "FPS": np.array([[fps]], dtype=np.float32),
-                        },
-                    )
-                    n = int(out["FRAMES_LENGTH"].reshape(-1)[0])
-                    faces += int(out["FACE_FRAMES"].reshape(-1)[0])
-                    count += n
-                    await asyncio.to_thread(queue.put, list(out["FRAMES"][0, :n]))
+                    (out,) = await self.inference.infer_items(lipsync_model_name(engine), LIPSYNC, [{
+                        "FRAMES": np.stack(batch), "AUDIO": clip, "SAMPLE_RATE": np.int32(rate),
+                        "FPS": np.float32(fps)}])
+                    faces += int(scalar(out, "FACE_FRAMES"))
+                    count += len(out["FRAMES"])
+                    await asyncio.to_thread(queue.put, list(out["FRAMES"]))
             finally:
                 await asyncio.to_thread(queue.put, None)
                 await encoding

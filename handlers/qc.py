@@ -58,7 +58,7 @@ from handlers.qc_checks import (
 from handlers.qc_report import render_html
 from handlers.runtime import keys
 from handlers.runtime.errors import InputError
-from handlers.runtime.inference import InferenceClient, text_inputs
+from handlers.runtime.inference import InferenceClient
 from handlers.runtime.jobstate import JobState
 from handlers.runtime.media import iter_frames, probe
 from handlers.runtime.mix import loudness_profile, overlap_add
@@ -66,6 +66,8 @@ from handlers.runtime.settings import Settings
 from handlers.runtime.stagekit import StageBase, StageDeps
 from schemas.events import DubCompleted, DubFailed, JobMerged, QCSummary
 from schemas.status import StatusCode
+from serving.interfaces import ASR, AV_SYNC, SPEAKER
+from serving.specs import scalar
 
 __all__ = ["Check", "JobMedia", "QCStage", "build_report", "check_asr_path", "completion_event_id",
            "evaluate_checks", "measure_job"]
@@ -262,14 +264,6 @@ def _speech_of(track: np.ndarray, rate: int, spans: list[tuple[float, float]]) -
     return np.concatenate(pieces).astype(np.float32) if pieces else np.zeros(0, dtype=np.float32)
 
 
-def _padded(waves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    longest = max(1, max(w.size for w in waves))
-    batch = np.zeros((len(waves), longest), dtype=np.float32)
-    for i, wave in enumerate(waves):
-        batch[i, : wave.size] = wave
-    return batch, np.array([[w.size] for w in waves], dtype=np.int64)
-
-
 async def measure_speakers(inference: InferenceClient, timing: list[SegmentTiming],
                            media: JobMedia) -> list[SpeakerSimilarity]:
     """Per speaker: cosine of the dub's embedding (after and before VC) to the reference's.
@@ -289,13 +283,9 @@ async def measure_speakers(inference: InferenceClient, timing: list[SegmentTimin
         clips = [(reference, ref_rate), (_speech_of(media.dub, media.rate, spans[speaker]), media.rate)]
         if media.dub_before is not None:
             clips.append((_speech_of(media.dub_before, media.rate, spans[speaker]), media.rate))
-        waves, lengths = _padded([c for c, _ in clips])
-        out = await inference.infer(SPEAKER_MODEL, {
-            "WAVEFORM": waves,
-            "WAVEFORM_LENGTH": lengths,
-            "SAMPLE_RATE": np.array([[r] for _, r in clips], dtype=np.int32),
-        })
-        emb = out["EMBEDDING"].astype(np.float64)
+        out = await inference.infer_items(SPEAKER_MODEL, SPEAKER, [
+            {"WAVEFORM": clip, "SAMPLE_RATE": np.int32(rate)} for clip, rate in clips])
+        emb = np.stack([item["EMBEDDING"] for item in out]).astype(np.float64)
         results.append(SpeakerSimilarity(
             speaker=speaker,
             after=float(emb[0] @ emb[1]),
@@ -344,18 +334,12 @@ async def measure_sync(inference: InferenceClient, media: JobMedia, fps: float, 
             clip = np.zeros(b - a, dtype=np.float32)
             piece = media.dub[a:b]
             clip[: piece.size] = piece
-            out = await inference.infer(AV_SYNC_MODEL, {
-                "FRAMES": np.stack(batch)[None],
-                "FRAMES_LENGTH": np.array([[len(batch)]], dtype=np.int64),
-                "AUDIO": clip[None],
-                "AUDIO_LENGTH": np.array([[clip.size]], dtype=np.int64),
-                "SAMPLE_RATE": np.array([[media.rate]], dtype=np.int32),
-                "FPS": np.array([[fps]], dtype=np.float32),
-            })
-            n = int(out["MOUTH_SIGNAL_LENGTH"].reshape(-1)[0])
-            mouth.append(out["MOUTH_SIGNAL"][0, :n].astype(np.float64))
-            levels.append(out["AUDIO_LEVEL_DB"][0, :n].astype(np.float64))
-            faces += int(out["FACE_FRAMES"].reshape(-1)[0])
+            (out,) = await inference.infer_items(AV_SYNC_MODEL, AV_SYNC, [{
+                "FRAMES": np.stack(batch), "AUDIO": clip, "SAMPLE_RATE": np.int32(media.rate),
+                "FPS": np.float32(fps)}])
+            mouth.append(out["MOUTH_SIGNAL"].astype(np.float64))
+            levels.append(out["AUDIO_LEVEL_DB"].astype(np.float64))
+            faces += int(scalar(out, "FACE_FRAMES"))
             position += len(batch)
         m = np.concatenate(mouth) if mouth else np.zeros(0)
         lv = np.concatenate(levels) if levels else np.zeros(0)
@@ -396,15 +380,9 @@ async def measure_intelligibility(inference: InferenceClient, settings: Settings
     heard: list[str] = []
     for begin in range(0, len(clips), ASR_SEGMENTS_PER_CALL):
         part = clips[begin: begin + ASR_SEGMENTS_PER_CALL]
-        waves, lengths = _padded(part)
-        out = await inference.infer(ASR_MODEL, {
-            "WAVEFORM": waves,
-            "WAVEFORM_LENGTH": lengths,
-            "SAMPLE_RATE": np.full((len(part), 1), media.rate, dtype=np.int32),
-            **text_inputs("LANG", [lang] * len(part)),
-        })
-        counts = out["TEXT_LENGTH"].reshape(-1)
-        heard += [bytes(out["TEXT"][i, : int(counts[i])]).decode("utf-8", errors="replace") for i in range(len(part))]
+        out = await inference.infer_items(ASR_MODEL, ASR, [
+            {"WAVEFORM": clip, "SAMPLE_RATE": np.int32(media.rate), "LANG": lang} for clip in part])
+        heard += [str(scalar(item, "TEXT")) for item in out]
     segments, edits, total = [], 0, 0
     for seg, hypothesis in zip(timing, heard):
         ref, hyp = tokens(texts[seg.index], lang), tokens(hypothesis, lang)

@@ -15,14 +15,14 @@ import time
 from typing import Any
 
 import numpy as np
-from scipy.signal import resample_poly
-
 from handlers.runtime import keys
-from handlers.runtime.inference import text_inputs
+from engines.dsp import resample
 from handlers.runtime.jobstate import JobState
 from handlers.runtime.stagekit import StageBase
 from schemas.events import ChunkPlanned, ChunkSynthesized, SegmentFit
 from schemas.status import StatusCode
+from serving.interfaces import TTS
+from serving.specs import scalar
 
 # Fade applied where speech had to be cut at the next segment's start.
 OVERFLOW_FADE_S = 0.02
@@ -107,28 +107,14 @@ class SynthesisStage(StageBase):
                      engine: str) -> tuple[list[tuple[np.ndarray, float]], set[str]]:
         """One batched TTS call for the chunk's segments; waves at the pipeline rate, and
         the engine/voice/checkpoint descriptions the model reported (for the QC report)."""
-        n = len(segments)
-        inputs = {
-            **text_inputs("TEXT", [s["text"] for s in segments]),
-            **text_inputs("LANG", [lang] * n),
-            "MAX_DURATION": np.array([[s["end_s"] - s["start_s"]] for s in segments], dtype=np.float32),
-        }
-        out = await self.inference.infer(tts_model_name(engine), inputs)
-        lengths = out["WAVEFORM_LENGTH"].reshape(-1)
-        model_rate = int(out["SAMPLE_RATE"].reshape(-1)[0])
-        speedups = out["SPEEDUP"].reshape(-1)
+        items = [{"TEXT": s["text"], "LANG": lang, "MAX_DURATION": np.float32(s["end_s"] - s["start_s"]),
+                  "MAX_SPEEDUP": np.float32(self.settings.max_speedup)} for s in segments]
+        spoken = await self.inference.infer_items(tts_model_name(engine), TTS, items)
         result = []
-        for i in range(n):
-            wave = out["WAVEFORM"][i, : lengths[i]].astype(np.float32)
-            if model_rate != self.settings.sample_rate:
-                wave = resample_poly(wave, self.settings.sample_rate, model_rate).astype(np.float32)
-            result.append((wave, float(speedups[i])))
-        versions = set()
-        if "VERSION" in out:
-            for i in range(n):
-                size = int(out["VERSION_LENGTH"].reshape(-1)[i])
-                versions.add(bytes(out["VERSION"][i, :size]).decode("utf-8", "replace"))
-        return result, versions
+        for out in spoken:
+            wave = resample(out["WAVEFORM"], int(scalar(out, "SAMPLE_RATE")), self.settings.sample_rate)
+            result.append((wave, float(scalar(out, "SPEEDUP"))))
+        return result, {str(scalar(out, "VERSION")) for out in spoken}
 
 
 def _add_clipped(track: np.ndarray, speech: np.ndarray, offset: int) -> None:

@@ -879,6 +879,7 @@ class TritonServer(Server):
         startup_timeout_s: float | None = None,
         model_config_name: str = DEFAULT_TRITON_CONFIG_NAME,
         cpu_threads: int = DEFAULT_TRITON_CPU_THREADS,
+        model_configs: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(run_dir, ports=ports, startup_timeout_s=startup_timeout_s)
         if model_control_mode not in ("none", "explicit"):
@@ -886,11 +887,15 @@ class TritonServer(Server):
                 f"Triton model control mode {model_control_mode!r} is not supported",
                 "use 'none' or 'explicit'",
             )
-        if load_models and model_control_mode != "explicit":
-            raise InputError("load_models needs model_control_mode='explicit'", "set both")
+        if (load_models or model_configs) and model_control_mode != "explicit":
+            raise InputError("load_models and model_configs need model_control_mode='explicit'", "set both")
         self.model_repository = Path(model_repository).resolve()
         self.model_control_mode = model_control_mode
-        self.load_models = tuple(load_models)
+        self.load_models = tuple(m for m in load_models if m not in (model_configs or {}))
+        #: Models loaded once the server is up, each with a complete JSON config that replaces
+        #: its config file (Triton's model-control API): parameters or batching other than the
+        #: repository's, with no second copy of the repository.
+        self.model_configs = dict(model_configs or {})
         self.backend_dir = (
             Path(backend_dir).resolve() if backend_dir else self.run_dir / "triton" / "backends"
         )
@@ -960,6 +965,30 @@ class TritonServer(Server):
             env["OMP_NUM_THREADS"] = str(self.cpu_threads)
         return env
 
+    def on_healthy(self) -> None:
+        for name, config in self.model_configs.items():
+            self._load_with_config(name, config)
+
+    def _load_with_config(self, name: str, config: str) -> None:
+        """``POST /v2/repository/models/<name>/load`` with a config override; blocks until loaded."""
+        url = f"{self.http_url}/v2/repository/models/{name}/load"
+        body = json.dumps({"parameters": {"config": config}}).encode()
+        request = urllib.request.Request(url, data=body, method="POST",  # noqa: S310 - loopback
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.startup_timeout_s):  # noqa: S310
+                return
+        except urllib.error.HTTPError as exc:
+            reason = exc.read().decode(errors="replace")
+        except OSError as exc:
+            reason = str(exc)
+        tail = self.log_tail()
+        self.stop()
+        raise StackError(
+            f"triton could not load model {name}: {reason}; last lines of {self.log_path}:\n{tail}",
+            f"read {self.log_path}",
+        )
+
     def probe(self) -> None:
         url = f"{self.http_url}/v2/health/ready"
         try:
@@ -982,6 +1011,7 @@ class TritonServer(Server):
             "log_verbose": self.log_verbose,
             "model_config_name": self.model_config_name,
             "cpu_threads": self.cpu_threads,
+            "model_configs": self.model_configs,
         }
 
 

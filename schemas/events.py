@@ -18,16 +18,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from schemas.registry import DEFAULT_ENGINES, STAGE_NAMES, engine_names
 from schemas.status import StatusCode
 
 SCHEMA_VERSION = 1
 
 Language = Literal["ko", "en", "ja", "zh"]
 SUPPORTED_LANGUAGES: tuple[str, ...] = ("ko", "en", "ja", "zh")
-TtsEngine = Literal["espeak", "fastpitch", "vallex"]
-VcEngine = Literal["world", "rvc", "none"]
-LipsyncEngine = Literal["mouthwarp", "wav2lip", "none"]
-Stage = Literal["ingest", "chunking", "synthesis", "conversion", "lipsync", "merging", "qc"]
+# Derived from the registry, so the contract, the CLI and the stages agree by construction.
+TtsEngine = Literal[engine_names("tts")]  # type: ignore[valid-type]
+VcEngine = Literal[engine_names("vc")]  # type: ignore[valid-type]
+LipsyncEngine = Literal[engine_names("lipsync")]  # type: ignore[valid-type]
+Stage = Literal[STAGE_NAMES]  # type: ignore[valid-type]
 
 JobId = Annotated[
     str,
@@ -114,9 +116,9 @@ class SubtitlesRef(_Model):
 class EngineChoice(_Model):
     """Which model does each stage; `none` skips that stage."""
 
-    tts: TtsEngine = Field("espeak", description="Text to speech.")
-    vc: VcEngine = Field("world", description="Voice conversion toward the source speaker.")
-    lipsync: LipsyncEngine = Field("mouthwarp", description="Lip re-sync of the video.")
+    tts: TtsEngine = Field(DEFAULT_ENGINES["tts"], description="Text to speech.")
+    vc: VcEngine = Field(DEFAULT_ENGINES["vc"], description="Voice conversion toward the source speaker.")
+    lipsync: LipsyncEngine = Field(DEFAULT_ENGINES["lipsync"], description="Lip re-sync of the video.")
 
 
 class SegmentFit(_Model):

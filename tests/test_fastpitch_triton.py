@@ -1,9 +1,10 @@
 """tts_fastpitch on the real tritonserver, with checkpoints written in NVIDIA's layout.
 
 Tiny models in the official file format (so the test runs in seconds): the
-served model loads them through ``POLYDUB_FASTPITCH_CHECKPOINT`` /
-``POLYDUB_HIFIGAN_CHECKPOINT``, answers concurrent requests that the dynamic
-batcher groups, and gives what the in-process client gives.
+served model loads them through its ``fastpitch_checkpoint`` /
+``hifigan_checkpoint`` parameters (given to Triton as a config override, as the
+local stack gives the ``POLYDUB_*`` paths), answers concurrent requests that the
+dynamic batcher groups, and gives what the in-process client gives.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ import numpy as np
 import pytest
 import torch
 
-from bench.harness import write_triton_repository
-from engines.batching import encode_texts, run_batch
 from engines.fastpitch.config import FastPitchConfig, HiFiGanConfig
 from engines.fastpitch.hifigan import HiFiGan
 from engines.fastpitch.model import FastPitch
-from handlers.runtime.inference import TritonInferenceClient, load_adapter_module
+from handlers.runtime.inference import TritonInferenceClient
 from infra.stack import TritonServer
+from serving import MODEL_REPOSITORY
+from serving.batching import run_batch
+from serving.catalog import build_model, model_class
+from serving.configs import Variant, config_json
+from serving.specs import encode_texts
 
 MODEL = "tts_fastpitch"
 TEXTS = ["Hello there.", "A somewhat longer sentence to speak.", "Yes.", "Numbers like 42 work too.",
@@ -50,21 +54,21 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return fp_path, hg_path
 
 
+def _parameters(checkpoints: tuple[Path, Path]) -> dict[str, str]:
+    return {"fastpitch_checkpoint": str(checkpoints[0]), "hifigan_checkpoint": str(checkpoints[1])}
+
+
 @pytest.fixture(scope="module")
 def server(checkpoints: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> TritonServer:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("POLYDUB_FASTPITCH_CHECKPOINT", str(checkpoints[0]))
-    mp.setenv("POLYDUB_HIFIGAN_CHECKPOINT", str(checkpoints[1]))
     work = tmp_path_factory.mktemp("triton-fastpitch")
-    repo = write_triton_repository(work / "repo", (MODEL,), dynamic_batching=True)
-    triton = TritonServer(work / "run", repo, model_control_mode="explicit", load_models=(MODEL,),
-                          auto_complete_config=False, backend_dir=work / "backends")
+    config = config_json(model_class(MODEL), Variant(gpu=False, parameters=_parameters(checkpoints)))
+    triton = TritonServer(work / "run", MODEL_REPOSITORY, model_control_mode="explicit",
+                          model_configs={MODEL: config}, auto_complete_config=False, backend_dir=work / "backends")
     try:
         triton.start()
         yield triton
     finally:
         triton.stop()
-        mp.undo()
 
 
 def _request(text: str, max_duration: float = 0.0) -> dict[str, np.ndarray]:
@@ -83,16 +87,14 @@ async def _concurrently(url: str, requests: list[dict[str, np.ndarray]]) -> list
 
 
 def test_concurrent_requests_are_batched_and_match_the_local_client(
-    server: TritonServer, checkpoints: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    server: TritonServer, checkpoints: tuple[Path, Path]
 ) -> None:
     import tritonclient.grpc as grpcclient
 
     requests = [_request(t) for t in TEXTS]
     remote = asyncio.run(_concurrently(server.grpc_url, requests))
 
-    monkeypatch.setenv("POLYDUB_FASTPITCH_CHECKPOINT", str(checkpoints[0]))
-    monkeypatch.setenv("POLYDUB_HIFIGAN_CHECKPOINT", str(checkpoints[1]))
-    local_model = load_adapter_module(MODEL).build_served_model({})
+    local_model = build_model(MODEL, _parameters(checkpoints))
     for request, got in zip(requests, remote):
         want = run_batch(local_model, request)
         n = int(want["WAVEFORM_LENGTH"][0, 0])

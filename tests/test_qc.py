@@ -40,7 +40,7 @@ from handlers.qc_checks import (
 from handlers.qc_report import render_html
 from handlers.runtime import keys
 from handlers.runtime.errors import InputError
-from handlers.runtime.inference import LocalInferenceClient
+from handlers.runtime.inference import ItemsClient, LocalInferenceClient
 from handlers.runtime.media import encode_mp4
 from handlers.runtime.mix import normalize_loudness
 from handlers.runtime.objectstore import LocalObjectStore
@@ -349,7 +349,7 @@ def test_asr_path_that_does_not_exist_is_a_clear_error(tmp_path: Path) -> None:
         check_asr_path(Settings(qc_asr_model_path=tmp_path / "missing.ckpt"))
 
 
-class _HeardAsr:
+class _HeardAsr(ItemsClient):
     """Stands in for a served ``asr`` model (none ships): returns fixed transcripts."""
 
     def __init__(self, texts: list[str]) -> None:

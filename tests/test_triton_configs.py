@@ -1,8 +1,9 @@
-"""The checked-in Triton configs are what the adapters generate, and the stack selects the CPU ones.
+"""The checked-in Triton configs are what the served models generate, and the stack selects the CPU ones.
 
-``config.pbtxt`` (KIND_GPU) and ``configs/cpu.pbtxt`` (KIND_CPU) of every model are
-derived from its ``model.py`` (``python -m infra.triton_configs``); a hand edit or an
-interface change without regenerating would serve tensors the adapter does not expect.
+``config.pbtxt`` (production: KIND_GPU for torch models, KIND_CPU for engines that
+only run on a CPU) and ``configs/cpu.pbtxt`` (KIND_CPU) of every model are derived
+from its class in ``serving.models`` (``python -m serving.configs``); a hand edit or an
+interface change without regenerating would serve tensors the model does not expect.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from engines.batching import render_config
-from handlers.runtime.inference import MODEL_REPOSITORY, load_adapter_module
 from handlers.runtime.settings import Settings
 from infra.stack import Stack, TritonServer
-from infra.triton_configs import CPU_CONFIG_NAME, render_model_configs, served_model_names
+from serving import MODEL_REPOSITORY
+from serving.catalog import model_class, served_model_names
+from serving.configs import CPU, CPU_CONFIG_NAME, Variant, entry_point, queue_delay_us, render_config, render_model_configs
+from serving.model import Scaling
 
-MODELS = served_model_names()
-REGENERATE = "run `python -m infra.triton_configs` (make generate) and commit the result"
+MODELS = list(served_model_names())
+REGENERATE = "run `python -m serving.configs` (make generate) and commit the result"
 
 
 def test_every_folder_in_the_repository_is_a_model_with_both_configs() -> None:
@@ -39,28 +41,50 @@ def test_checked_in_configs_equal_the_generated_ones(name: str) -> None:
     for relative, text in rendered.items():
         path = MODEL_REPOSITORY / relative
         assert path.is_file(), f"{relative} is missing; {REGENERATE}"
-        assert path.read_text() == text, f"{relative} drifted from {name}/1/model.py; {REGENERATE}"
+        assert path.read_text() == text, f"{relative} drifted from serving/models/{name}.py; {REGENERATE}"
+    assert (MODEL_REPOSITORY / name / "1" / "model.py").read_text() == entry_point(name), REGENERATE
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_configs_batch_dynamically_on_the_right_device_and_carry_no_strings(name: str) -> None:
-    """TYPE_STRING inputs abort Triton 2.51's python stub under numpy 2 (see engines.batching)."""
+    """TYPE_STRING inputs abort Triton 2.51's python stub under numpy 2 (see serving.specs).
+
+    Torch models run on a GPU in production; engines that only run on a CPU say so in
+    both configs (a KIND_GPU instance of eSpeak would hold a GPU it never uses).
+    """
+    served = model_class(name)
     gpu = (MODEL_REPOSITORY / name / "config.pbtxt").read_text()
     cpu = (MODEL_REPOSITORY / name / "configs" / f"{CPU_CONFIG_NAME}.pbtxt").read_text()
-    assert "kind: KIND_GPU" in gpu and "kind: KIND_CPU" in cpu
+    production_kind = "KIND_GPU" if served.runs_on == "any" else "KIND_CPU"
+    assert f"kind: {production_kind}" in gpu and "kind: KIND_CPU" in cpu
     for text in (gpu, cpu):
         assert "dynamic_batching {" in text
         assert f'name: "{name}"' in text
         assert "TYPE_STRING" not in text
+        assert f"count: {served.instances} }}" in text
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_batch_first_models_wait_to_fill_a_batch_and_per_item_ones_scale_by_instances(name: str) -> None:
+    served = model_class(name)
+    text = (MODEL_REPOSITORY / name / "configs" / f"{CPU_CONFIG_NAME}.pbtxt").read_text()
+    assert f"max_queue_delay_microseconds: {queue_delay_us(served)}" in text
+    if served.scaling is Scaling.PER_ITEM:
+        assert queue_delay_us(served) == 0 and served.instances >= 2 and served.runs_on == "cpu"
+        assert "throughput scales with the instance count" in text
+    else:
+        assert queue_delay_us(served) > 0
 
 
 def test_the_batching_off_variant_drops_only_the_batcher() -> None:
-    served = load_adapter_module("tts_espeak").SERVED_CLASS
-    on = render_config(served, "KIND_CPU")
-    off = render_config(served, "KIND_CPU", dynamic_batching=False)
+    served = model_class("tts_espeak")
+    on = render_config(served, CPU)
+    off = render_config(served, Variant(gpu=False, dynamic_batching=False))
     assert "dynamic_batching" in on and "dynamic_batching" not in off
     assert f"max_batch_size: {served.max_batch_size}" in off
-    assert off == on.replace("dynamic_batching {\n  max_queue_delay_microseconds: 5000\n}\n", "")
+    block = ("# Per-item engine: no queue delay; throughput scales with the instance count.\n"
+             "dynamic_batching {\n  max_queue_delay_microseconds: 0\n}\n")
+    assert off == on.replace(block, "")
 
 
 def test_triton_selects_the_cpu_configs_by_default(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ dynamic batcher grouped them (fewer executions than requests). Bad requests
 in the same dynamic batch fail alone, with an error that names the problem,
 and leave the model serving. Inputs are short so the module stays quick.
 
-The unit tests at the bottom pin the shared glue (``engines.batching``) that
+The unit tests at the bottom pin the shared glue (``serving.batching``) that
 both paths run: text on the wire, error isolation, DLPack-ready strides.
 """
 
@@ -22,22 +22,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engines.batching import (
-    Batch,
-    Item,
-    _c_order,
-    decode_texts,
-    encode_texts,
-    join_items,
-    run_batch,
-    run_requests,
-    split_batch,
-)
-from engines.interfaces import LIPSYNC_INPUTS, SPEAKER_INPUTS, TTS_INPUTS, VC_INPUTS
 from handlers.runtime.errors import InferenceError
-from handlers.runtime.inference import MODEL_REPOSITORY, LocalInferenceClient, TritonInferenceClient, text_inputs
+from handlers.runtime.inference import LocalInferenceClient, TritonInferenceClient
 from infra.stack import TritonServer
-from infra.triton_configs import CPU_CONFIG_NAME
+from serving import MODEL_REPOSITORY
+from serving.batching import join_items, run_batch, run_requests, split_batch
+from serving.configs import CPU_CONFIG_NAME
+from serving.interfaces import LIPSYNC_INPUTS, SPEAKER_INPUTS, TTS_INPUTS, VC_INPUTS
+from serving.specs import Batch, Item, decode_texts, encode_texts, text_inputs
+from serving.triton import c_order
 from tests.fixtures.servers import TritonFactory
 
 #: The weight-free reference engines: every one must load on a CPU-only Triton.
@@ -409,8 +402,8 @@ def test_one_bad_request_fails_alone_and_the_rest_run_batched() -> None:
 def test_outputs_get_the_strides_the_backend_accepts() -> None:
     empty = np.zeros((3, 0), dtype=np.float32)
     assert empty.strides == (0, 0), "numpy's zero-size strides, which the backend rejects"
-    assert _c_order(empty).strides == (4, 4) and _c_order(empty).shape == (3, 0)
+    assert c_order(empty).strides == (4, 4) and c_order(empty).shape == (3, 0)
     view = np.arange(24, dtype=np.int64).reshape(4, 6)[:, ::2]
-    fixed = _c_order(view)
+    fixed = c_order(view)
     assert fixed.strides == (24, 8)
     np.testing.assert_array_equal(fixed, view)

@@ -1,16 +1,18 @@
 """One protocol, ``await infer(model, inputs) -> outputs``, two implementations.
 
-* :class:`LocalInferenceClient` loads the same adapters Triton serves
-  (``triton_models/<model>/1/model.py``) into this process: the embedded
-  default and unit tests. Engine calls run in a worker thread, so the event
-  loop (and the Kafka consumer's heartbeats) never blocks on a model.
+* :class:`LocalInferenceClient` builds the same served models Triton serves
+  (``serving.models.*``) in this process: the embedded default and unit tests.
+  Engine calls run in a worker thread, so the event loop (and the Kafka
+  consumer's heartbeats) never blocks on a model.
 * :class:`TritonInferenceClient` calls a Triton server over gRPC
   (``tritonclient.grpc.aio``) and passes the current trace context on in the
   request headers.
 
 Inputs and outputs are dicts of numpy arrays with a leading batch axis; model
-names are the Triton model names. Text goes as UTF-8 bytes plus lengths
-(:func:`text_inputs`), never as Triton BYTES (see ``engines.batching``).
+names are the Triton model names. Stages rarely build those by hand:
+:meth:`InferenceClient.infer_items` packs a list of items with the model
+family's specs (:mod:`serving.interfaces`) and unpacks the response the same
+way, so padding and lengths live in one place (:mod:`serving.batching`).
 Failures become :class:`~handlers.runtime.errors.InferenceError` (retryable)
 with the model name and the server's reason.
 """
@@ -18,76 +20,76 @@ with the model name and the server's reason.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import re
 import threading
-from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
-from engines.batching import encode_texts, run_batch
-from handlers.runtime.errors import InferenceError, InputError
-from handlers.runtime.settings import PROJECT_MODEL_REPOSITORY, Settings
-
-MODEL_REPOSITORY = PROJECT_MODEL_REPOSITORY
+from handlers.runtime.errors import InferenceError
+from handlers.runtime.settings import Settings
+from serving.batching import join_items, run_batch, split_batch
+from serving.specs import Interface, Item
 
 Arrays = dict[str, np.ndarray]
-_PARAMETER = re.compile(r'parameters\s*\{\s*key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"')
-
-
-def text_inputs(name: str, texts: Sequence[str]) -> Arrays:
-    """A batch of texts as models take them: UTF-8 bytes ``name`` plus ``name_LENGTH``."""
-    data, lengths = encode_texts(texts)
-    return {name: data, f"{name}_LENGTH": lengths}
 
 
 class InferenceClient(Protocol):
     async def infer(self, model: str, inputs: Arrays) -> Arrays: ...
 
+    async def infer_items(self, model: str, interface: Interface, items: Sequence[Item]) -> list[Item]: ...
+
     async def close(self) -> None: ...
 
 
-def load_adapter_module(name: str, repository: Path = MODEL_REPOSITORY) -> ModuleType:
-    """Import ``<repository>/<name>/1/model.py``, the adapter Triton serves."""
-    path = repository / name / "1" / "model.py"
-    if not path.exists():
-        known = sorted(p.name for p in repository.iterdir() if (p / "config.pbtxt").exists())
-        raise InputError(f"no model named {name!r}", f"choose one of: {', '.join(known)}")
-    spec = importlib.util.spec_from_file_location(f"polydub_served_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+class ItemsClient:
+    """``infer_items`` on top of a client's ``infer``: items in, one request, items out."""
+
+    async def infer(self, model: str, inputs: Arrays) -> Arrays:
+        raise NotImplementedError
+
+    async def infer_items(self, model: str, interface: Interface, items: Sequence[Item]) -> list[Item]:
+        """One request carrying ``items`` (padded by the family's specs), one output item each."""
+        if not items:
+            return []
+        outputs = await self.infer(model, join_items(list(items), interface.inputs))
+        try:
+            return split_batch(outputs, interface.outputs)
+        except ValueError as exc:
+            raise InferenceError(f"model {model!r} answered off its {interface.family} interface: {exc}") from exc
 
 
-def config_parameters(name: str, repository: Path = MODEL_REPOSITORY) -> dict[str, str]:
-    """The ``parameters`` of a model's ``config.pbtxt`` (string values), as Triton passes them."""
-    text = (repository / name / "config.pbtxt").read_text()
-    return dict(_PARAMETER.findall(text))
+class LocalInferenceClient(ItemsClient):
+    """Served models in this process, one lock per model (engines are not re-entrant).
 
+    ``parameters`` are each model's config parameters (as ``config.pbtxt`` has
+    them; the settings fill the weights, see ``handlers.runtime.served``), and
+    ``device`` is ``POLYDUB_DEVICE`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
+    """
 
-def load_served_model(name: str, repository: Path = MODEL_REPOSITORY) -> Any:
-    """Build the adapter of a model in process, with its config's parameters."""
-    module = load_adapter_module(name, repository)
-    return module.build_served_model(config_parameters(name, repository))
-
-
-class LocalInferenceClient:
-    """Engines in this process, one lock per model (engines are not re-entrant)."""
-
-    def __init__(self, repository: Path = MODEL_REPOSITORY) -> None:
-        self._repository = repository
+    def __init__(self, parameters: Mapping[str, Mapping[str, str]] | None = None, device: str = "auto") -> None:
+        self._parameters = {name: dict(values) for name, values in (parameters or {}).items()}
+        self._device = device
         self._models: dict[str, Any] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalInferenceClient:
+        from handlers.runtime.served import model_parameters
+
+        return cls(model_parameters(settings), settings.device)
+
     def _model(self, name: str) -> tuple[Any, threading.Lock]:
+        from serving.catalog import build_model
+        from serving.placement import Placement
+
         with self._guard:
             if name not in self._models:
-                self._models[name] = load_served_model(name, self._repository)
+                try:
+                    self._models[name] = build_model(name, self._parameters.get(name), Placement.parse(self._device))
+                except ValueError as exc:
+                    raise InferenceError(f"model {name!r} cannot load: {exc}") from exc
                 self._locks[name] = threading.Lock()
             return self._models[name], self._locks[name]
 
@@ -114,7 +116,7 @@ _NP_TO_TRITON = {
 }
 
 
-class TritonInferenceClient:
+class TritonInferenceClient(ItemsClient):
     """Triton over gRPC; one channel per process, reused by every call."""
 
     def __init__(self, url: str, timeout_s: float) -> None:
@@ -136,7 +138,7 @@ class TritonInferenceClient:
             if array.dtype not in _NP_TO_TRITON:
                 raise InferenceError(
                     f"input {name} of model {model!r} has dtype {array.dtype}, which polydub models do not take",
-                    "send float32, int64, int32 or uint8 arrays; text as text_inputs() builds it",
+                    "send float32, int64, int32 or uint8 arrays; text as serving.specs.text_inputs() builds it",
                 )
             tensor = self._grpc.InferInput(name, list(array.shape), _NP_TO_TRITON[array.dtype])
             tensor.set_data_from_numpy(array)
@@ -156,6 +158,15 @@ class TritonInferenceClient:
         response = result.get_response()
         return {out.name: result.as_numpy(out.name) for out in response.outputs}
 
+    async def is_model_ready(self, model: str) -> bool:
+        """Whether Triton has ``model`` loaded and ready (False when it does not answer)."""
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return bool(await self._client.is_model_ready(model, client_timeout=self._timeout_s))
+        except (InferenceServerException, OSError):
+            return False
+
     async def close(self) -> None:
         await self._client.close()
 
@@ -164,4 +175,4 @@ def open_inference(settings: Settings) -> InferenceClient:
     """The client the settings ask for."""
     if settings.inference == "triton":
         return TritonInferenceClient(settings.triton_url, settings.triton_timeout_s)
-    return LocalInferenceClient()
+    return LocalInferenceClient.from_settings(settings)

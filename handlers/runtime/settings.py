@@ -16,8 +16,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# The repository checked in beside the code (the default wherever polydub is run from).
-PROJECT_MODEL_REPOSITORY = Path(__file__).resolve().parents[2] / "triton_models"
+from serving import MODEL_REPOSITORY
 
 ObjectStoreKind = Literal["local", "s3"]
 InferenceKind = Literal["local", "triton"]
@@ -61,6 +60,12 @@ class Settings(BaseSettings):
     triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC endpoint (host:port).")
     triton_timeout_s: float = Field(
         120.0, gt=0, description="Deadline of one Triton inference call, in seconds."
+    )
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+        description="Where the in-process client builds torch models: `auto` (the first GPU torch sees, "
+        "else the CPU), `cpu`, `cuda` or `cuda:N`. Triton instances take their device from their config.",
     )
 
     # --- neural model files (read by the served models, never downloaded) ------
@@ -216,7 +221,7 @@ class Settings(BaseSettings):
         120.0, gt=0, description="Longest wait for one stack server to become healthy, in seconds."
     )
     triton_model_repository: Path = Field(
-        PROJECT_MODEL_REPOSITORY,
+        MODEL_REPOSITORY,
         description="Model repository the stack's Triton serves (default: this checkout's `triton_models/`).",
     )
     triton_models: str = Field(
@@ -286,7 +291,7 @@ def settings_markdown() -> str:
         default = field.default
         if isinstance(default, Path) and default.is_absolute():
             # Paths inside the checkout print relative, so the docs match every clone.
-            default = default.relative_to(PROJECT_MODEL_REPOSITORY.parent)
+            default = default.relative_to(MODEL_REPOSITORY.parent)
         if default is None:
             shown = "unset"
         elif default == "":

@@ -4,20 +4,20 @@ Every TTS model has the same inputs and outputs, and so has every VC and every
 lip-sync model: the stage handlers are engine-agnostic, and a job switches
 engines by model name alone (``tts_espeak`` vs ``tts_fastpitch``). The
 ``config.pbtxt`` of each model is generated from these specs
-(``python -m infra.triton_configs``) and a test keeps them equal.
+(``python -m serving.configs``) and a test keeps them equal.
 
 Shapes exclude the batch axis. Variable-length tensors come with an INT64
 ``*_LENGTH`` tensor of shape ``[1]``. Text is UINT8 UTF-8 bytes with such a
-length (``utf8=True``; clients build it with ``engines.batching.encode_texts``),
+length (``utf8=True``; clients build it with ``serving.specs.encode_texts``),
 not Triton ``TYPE_STRING``: Triton 2.51's python backend aborts on BYTES
-tensors under numpy 2 (see ``engines.batching``).
+tensors under numpy 2 (see ``serving.specs``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from engines.batching import TensorSpec
+from serving.specs import Interface, TensorSpec
 
 F32 = np.dtype(np.float32)
 I64 = np.dtype(np.int64)
@@ -33,6 +33,9 @@ TTS_INPUTS = (
                "Seconds the speech should fit in (<= 0: natural length). Speech is sped up, "
                "by rate then time-stretch, at most by the engine's bounded speed-up; never slowed down.",
                optional=True),
+    TensorSpec("MAX_SPEEDUP", F32, (1,),
+               "Largest time-stretch speed-up (after the engine's own rate control) used to fit "
+               "MAX_DURATION (<= 0 or absent: the model's configured bound).", optional=True),
     TensorSpec("PITCH_HZ", F32, (1,), "Mean pitch to aim for in Hz (<= 0: the voice's own).", optional=True),
     TensorSpec("VOICE", U8, (-1,), "Engine-specific voice or variant name, UTF-8 bytes (empty: default).",
                length_of="VOICE_LENGTH", optional=True, utf8=True),
@@ -123,3 +126,10 @@ ASR_OUTPUTS = (
     TensorSpec("TEXT", U8, (-1,), "The transcription, UTF-8 bytes.", length_of="TEXT_LENGTH", utf8=True),
     TensorSpec("TEXT_LENGTH", I64, (1,), "Bytes of TEXT."),
 )
+
+TTS = Interface("tts", TTS_INPUTS, TTS_OUTPUTS)
+VC = Interface("vc", VC_INPUTS, VC_OUTPUTS)
+LIPSYNC = Interface("lipsync", LIPSYNC_INPUTS, LIPSYNC_OUTPUTS)
+SPEAKER = Interface("speaker", SPEAKER_INPUTS, SPEAKER_OUTPUTS)
+AV_SYNC = Interface("av_sync", AV_SYNC_INPUTS, AV_SYNC_OUTPUTS)
+ASR = Interface("asr", ASR_INPUTS, ASR_OUTPUTS)
