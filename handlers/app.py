@@ -7,31 +7,40 @@ here, so the embedded default runs exactly the subscribers production runs.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from collections.abc import Sequence
 from typing import Any
 
-from handlers.chunking import ChunkingStage
-from handlers.conversion import ConversionStage
-from handlers.ingest import IngestStage
-from handlers.lipsync import LipsyncStage
-from handlers.merging import MergingStage
-from handlers.qc import QCStage
-from handlers.synthesis import SynthesisStage
 from handlers.runtime.bus import KafkaPublisher, register_retry_relay, register_stage
 from handlers.runtime.errors import InputError, PolydubError
 from handlers.runtime.inference import InferenceClient, open_inference
 from handlers.runtime.jobstate import JobState
 from handlers.runtime.objectstore import open_store
 from handlers.runtime.settings import Settings
-from handlers.runtime.stagekit import StageDeps
+from handlers.runtime.stagekit import StageBase, StageDeps
 from schemas.events import Envelope
+from schemas.registry import STAGE_NAMES, STAGES
 
-STAGE_CLASSES = {
-    cls.name: cls
-    for cls in (IngestStage, ChunkingStage, SynthesisStage, ConversionStage, LipsyncStage, MergingStage, QCStage)
-}
-ALL_STAGES: tuple[str, ...] = ("ingest", "chunking", "synthesis", "conversion", "lipsync", "merging", "qc")
+
+def _stage_class(name: str) -> type[StageBase]:
+    """The stage class of the registry's stage ``name``: module ``handlers.<name>`` defines it."""
+    module = importlib.import_module(f"handlers.{name}")
+    classes = [obj for obj in vars(module).values()
+               if isinstance(obj, type) and issubclass(obj, StageBase) and getattr(obj, "name", "") == name]
+    if len(classes) != 1:
+        raise RuntimeError(f"handlers/{name}.py must define exactly one stage named {name!r}, found {len(classes)}")
+    stage = classes[0]
+    consumed = str(stage.consumes.model_fields["event_type"].default)
+    expected = next(s.consumes for s in STAGES if s.name == name)
+    if consumed != expected:
+        raise RuntimeError(f"stage {name} consumes {consumed}, the registry says {expected}")
+    return stage
+
+
+#: Every stage's class, in pipeline order (``schemas.registry.STAGES``).
+STAGE_CLASSES: dict[str, type[StageBase]] = {name: _stage_class(name) for name in STAGE_NAMES}
+ALL_STAGES: tuple[str, ...] = STAGE_NAMES
 RETRY_RELAY = "retry"
 
 log = logging.getLogger(__name__)

@@ -12,46 +12,43 @@ from dataclasses import asdict
 from typing import Any
 
 from handlers.plan import plan_chunks
-from handlers.runtime.errors import ObjectNotFound
-from handlers.runtime.jobstate import ChunkRow
-from handlers.runtime.stagekit import StageBase
+from handlers.runtime.jobstate import ChunkRow, JobState
+from handlers.runtime.stagekit import JobStage
 from handlers.runtime.vad import speech_probability_function
-from schemas.events import ChunkPlanned, JobAccepted
-from schemas.status import StatusCode
+from schemas.events import ChunkPlanned, DubStatus, JobAccepted
 
 
-class ChunkingStage(StageBase):
+class ChunkingStage(JobStage[JobAccepted]):
     """Cut the job's timeline into chunks and fan them out."""
 
     name = "chunking"
     consumes = JobAccepted
+    record = "plan.json"
 
-    async def handle(self, event: JobAccepted, attempt: int) -> None:
-        state = self.job(event.job_id)
-        if state.is_marked("failed"):
-            return
-        try:
-            plan = state.read_json("plan.json")
-        except ObjectNotFound:
-            plan = await self.run_blocking(self._plan, event.job_id)
+    async def work(self, event: JobAccepted, state: JobState) -> dict[str, Any]:
+        return await self.run_blocking(self._plan, state)
+
+    def next_events(self, event: JobAccepted, plan: dict[str, Any]) -> list[ChunkPlanned]:
         chunks = plan["chunks"]
-        for chunk in chunks:
-            await self.publisher.publish(
-                ChunkPlanned(
-                    job_id=event.job_id,
-                    chunk_index=chunk["index"],
-                    n_chunks=len(chunks),
-                    manifest_uri=event.manifest_uri,
-                    start_s=chunk["start_s"],
-                    end_s=chunk["end_s"],
-                    segment_indices=list(chunk["segment_indices"]),
-                )
+        return [
+            ChunkPlanned(
+                job_id=event.job_id,
+                chunk_index=chunk["index"],
+                n_chunks=len(chunks),
+                manifest_uri=event.manifest_uri,
+                start_s=chunk["start_s"],
+                end_s=chunk["end_s"],
+                segment_indices=list(chunk["segment_indices"]),
             )
-        await self.emit_status(event.job_id, StatusCode.CHUNKED, 1.0, 0, len(chunks),
-                               message=f"{len(chunks)} chunk(s)")
+            for chunk in chunks
+        ]
 
-    def _plan(self, job_id: str) -> dict[str, Any]:
-        state = self.job(job_id)
+    def done_status(self, event: JobAccepted, plan: dict[str, Any]) -> DubStatus:
+        n = len(plan["chunks"])
+        return self.status(event.job_id, self.info.done, 1.0, chunks_done=0, chunks_total=n,
+                           message=f"{n} chunk(s)")
+
+    def _plan(self, state: JobState) -> dict[str, Any]:
         manifest = state.read_json("manifest.json")
         audio, rate = self.get_audio(manifest["audio_key"])
         segments = [_Span(s["start_s"], s["end_s"]) for s in manifest["segments"]]
@@ -62,16 +59,14 @@ class ChunkingStage(StageBase):
             overlap_s=self.settings.chunk_overlap_seconds,
             speech_probability=speech_probability_function(audio, rate),
         )
-        document = {
+        for chunk in plan.chunks:
+            state.write_row(ChunkRow(chunk_index=chunk.index))
+        return {
             "duration_s": plan.duration_s,
             "overlap_s": plan.overlap_s,
             "warnings": list(plan.warnings),
             "chunks": [asdict(c) for c in plan.chunks],
         }
-        for chunk in plan.chunks:
-            state.write_row(ChunkRow(chunk_index=chunk.index))
-        state.write_json("plan.json", document)
-        return document
 
 
 class _Span:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from handlers.runtime.errors import PolydubError
 from handlers.runtime.logs import configure_logging
-from handlers.runtime.settings import get_settings, settings_markdown
+from handlers.runtime.settings import Settings, get_settings, settings_markdown
 from schemas.events import SUPPORTED_LANGUAGES
 
 log = logging.getLogger("polydub")
@@ -58,22 +58,26 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # The embedded run serves every model in process, whatever POLYDUB_INFERENCE says;
+    # an engine that cannot run here is refused before anything heavy is imported.
+    settings = get_settings().model_copy(update={"inference": "local"})
+    chosen = _engines(args, settings)
+
     import asyncio
 
     from handlers.dryrun import describe_plan, plan_job
     from handlers.embedded import run_job, summarize
     from schemas.events import EngineChoice
 
-    settings = get_settings()
     video, subs = Path(args.video), Path(args.subs)
     if args.dry_run:
         print(describe_plan(plan_job(video, subs, settings), target_lang=args.to))
         return 0
+    engines = EngineChoice(**chosen)
     if not args.verbose:
         # The progress bar tells the story; per-event access logs would bury it.
         logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
     output = Path(args.output) if args.output else video.with_suffix(f".{args.to}.mp4")
-    engines = EngineChoice(tts=args.tts, vc=args.vc, lipsync=args.lipsync)
     result = asyncio.run(run_job(video, subs, args.to, output, engines, settings))
     print(summarize(result))
     return 0
@@ -94,7 +98,7 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from handlers.qc_report import write_job_report
+    from handlers.quality.report import write_job_report
 
     store = Path(args.store) if args.store else None
     print(f"QC report: {write_job_report(get_settings(), args.job, Path(args.output), store)}")
@@ -131,7 +135,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from schemas.events import EngineChoice
 
     settings = get_settings()
-    engines = EngineChoice(tts=args.tts, vc=args.vc, lipsync=args.lipsync)
+    engines = EngineChoice(**_engines(args, settings))
     submission = asyncio.run(
         submit_job(Path(args.video), Path(args.subs), args.to, engines, settings, job_id=args.job_id)
     )
@@ -216,9 +220,7 @@ def _add_cluster_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
     submit.add_argument("video", help="the video to dub")
     submit.add_argument("--subs", required=True, help="target-language subtitles (SRT or WebVTT)")
     submit.add_argument("--to", type=_language, required=True, help="target language")
-    submit.add_argument("--tts", choices=("espeak", "fastpitch", "vallex"), default="espeak")
-    submit.add_argument("--vc", choices=("world", "rvc", "none"), default="world")
-    submit.add_argument("--lipsync", choices=("mouthwarp", "wav2lip", "none"), default="mouthwarp")
+    _add_engine_options(submit)
     submit.add_argument("--job-id", default=None, help="job id (default: a new random one); also the idempotency key")
     submit.add_argument("--wait", action="store_true", help="follow the job's events until it completes or fails")
     submit.add_argument("--timeout", type=_positive_seconds, default=None, help="with --wait: give up after this many seconds")
@@ -246,6 +248,26 @@ def _add_cluster_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
 # --- parser --------------------------------------------------------------------
 
 
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """``--tts``, ``--vc``, ``--lipsync``: the registry's choices and defaults."""
+    from schemas.registry import DEFAULT_ENGINES, ENGINE_KINDS, engine, engine_names
+
+    for kind in ENGINE_KINDS:
+        names = engine_names(kind)
+        described = "; ".join(f"{n}: {engine(kind, n).description}" for n in names)
+        parser.add_argument(f"--{kind}", choices=names, default=DEFAULT_ENGINES[kind],
+                            help=f"{kind} engine (default {DEFAULT_ENGINES[kind]}) - {described}")
+
+
+def _engines(args: argparse.Namespace, settings: Settings) -> dict[str, str]:
+    """The engine choice of a run or submit, refused before any work if it cannot run with ``settings``."""
+    from handlers.runtime.served import check_engines
+
+    engines = {"tts": args.tts, "vc": args.vc, "lipsync": args.lipsync}
+    check_engines(engines, settings)
+    return engines
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="polydub",
@@ -267,9 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--subs", required=True, help="target-language subtitles (SRT or WebVTT)")
     run.add_argument("--to", type=_language, required=True, help="target language")
     run.add_argument("-o", "--output", default=None, help="output video (default: VIDEO.LANG.mp4)")
-    run.add_argument("--tts", choices=("espeak", "fastpitch", "vallex"), default="espeak")
-    run.add_argument("--vc", choices=("world", "rvc", "none"), default="world")
-    run.add_argument("--lipsync", choices=("mouthwarp", "wav2lip", "none"), default="mouthwarp")
+    _add_engine_options(run)
     run.add_argument("--dry-run", action="store_true", help="validate the inputs and print the plan only")
     run.add_argument("-v", "--verbose", action="store_true", help="show every stage's log lines")
     run.set_defaults(func=cmd_run)

@@ -35,6 +35,7 @@ from typing import Any
 
 import orjson
 
+from handlers.progress import JobProgress
 from handlers.runtime import keys
 from handlers.runtime.errors import InputError, ObjectNotFound, PolydubError
 from handlers.runtime.logs import bind_job
@@ -162,13 +163,20 @@ def kafka_unreachable(bootstrap_servers: str, exc: BaseException) -> InputError:
 Outcome = DubCompleted | DubFailed
 
 
-def format_event(event: DubStatus | DubCompleted | DubFailed) -> str:
-    """One line per event: time (UTC), job, stage or outcome, progress, details."""
+def format_event(event: DubStatus | DubCompleted | DubFailed, progress: JobProgress | None = None) -> str:
+    """One line per event: time (UTC), job, stage or outcome, progress, details.
+
+    ``progress`` is the job's progress including this event (a follower's count of its
+    chunks); without it the line shows what the event alone proves.
+    """
     ts = event.occurred_at.astimezone(UTC).strftime("%H:%M:%S.%f")[:-3]
     if isinstance(event, DubStatus):
-        line = f"{ts}  {event.job_id}  {event.stage:<10} {event.progress * 100:4.0f}%  {event.status.name.lower()}"
+        job = progress if progress is not None else JobProgress()
+        if progress is None:
+            job.update(event)
+        line = f"{ts}  {event.job_id}  {event.stage:<10} {job.fraction * 100:4.0f}%  {event.status.name.lower()}"
         if event.chunks_total:
-            line += f" {event.chunks_done}/{event.chunks_total}"
+            line += job.describe(event)[len(event.stage):]
         return line + (f"  {event.message}" if event.message else "")
     if isinstance(event, DubCompleted):
         qc = "QC passed" if event.qc.passed else f"QC failed: {', '.join(event.qc.failed_checks)}"
@@ -216,6 +224,15 @@ async def follow(
             await consumer.seek_to_beginning(*partitions)
         else:
             await consumer.seek_to_end(*partitions)
+        jobs: dict[str, JobProgress] = {}
+
+        def line(event: DubStatus | DubCompleted | DubFailed) -> str:
+            if not isinstance(event, DubStatus):
+                return format_event(event)
+            job = jobs.setdefault(event.job_id, JobProgress())
+            job.update(event)
+            return format_event(event, job)
+
         while True:
             events = await _poll(consumer, job_id, WATCH_POLL_MS)
             outcome = next((e for e in events if isinstance(e, DubCompleted | DubFailed)), None)
@@ -223,11 +240,11 @@ async def follow(
                 # The job's last status events may sit in another topic's partition: drain them.
                 events += await _poll(consumer, job_id, WATCH_DRAIN_MS)
                 for event in sorted((e for e in events if isinstance(e, DubStatus)), key=lambda e: e.occurred_at):
-                    emit(format_event(event))
-                emit(format_event(outcome))
+                    emit(line(event))
+                emit(line(outcome))
                 return outcome
             for event in events:
-                emit(format_event(event))
+                emit(line(event))
             if deadline is not None and time.monotonic() > deadline:
                 if job_id is None:
                     return None  # following every job for a while is a complete run
@@ -307,8 +324,8 @@ class JobStatus:
 
 def read_status(store: ObjectStore, job_id: str) -> JobStatus:
     """Everything the store knows about the job; raises :class:`InputError` for an unknown job."""
-    from handlers.runtime.jobstate import CHUNK_STAGES, JobState
-    from handlers.runtime.stagekit import PROGRESS_WEIGHTS
+    from handlers.runtime.jobstate import JobState
+    from schemas.registry import CHUNK_STAGES, STAGE_BY_NAME, job_progress
 
     state = JobState(store, keys.validate_job_id(job_id))
     try:
@@ -324,7 +341,7 @@ def read_status(store: ObjectStore, job_id: str) -> JobStatus:
         job_id,
         "running",
         "chunking",
-        PROGRESS_WEIGHTS["ingest"],
+        job_progress({"ingest": 1.0}),
         target_lang=manifest.get("target_lang"),
         engines=dict(manifest.get("engines") or {}),
         media=dict(manifest.get("media") or {}),
@@ -344,14 +361,13 @@ def read_status(store: ObjectStore, job_id: str) -> JobStatus:
             {"index": row.chunk_index, "stage": row.stage, "timings_s": row.timings_s, "attempts": row.attempts}
             for row in state.rows(n)
         ]
-        status.progress = PROGRESS_WEIGHTS["ingest"] + PROGRESS_WEIGHTS["chunking"] + sum(
-            PROGRESS_WEIGHTS[s] * status.chunks_done[s] / max(1, n) for s in CHUNK_STAGES
-        )
+        status.progress = job_progress({"ingest": 1.0, "chunking": 1.0,
+                                        **{s: status.chunks_done[s] / max(1, n) for s in CHUNK_STAGES}})
         pending = [s for s in CHUNK_STAGES if status.chunks_done[s] < n]
         status.stage = pending[0] if pending else "merging"
     if state.is_marked("merged"):
         status.stage = "qc"
-        status.progress = 1.0 - PROGRESS_WEIGHTS["qc"]
+        status.progress = 1.0 - STAGE_BY_NAME["qc"].progress_weight
     status.outputs = {key.rsplit("/", 1)[-1]: store.uri(key) for key in store.list(state.key("output/"))}
     if store.exists(keys.qc_key(job_id)):
         report = orjson.loads(store.get_bytes(keys.qc_key(job_id)))

@@ -19,6 +19,7 @@ from typing import Any
 
 
 from handlers.app import ALL_STAGES, RETRY_RELAY, build_broker, start_broker
+from handlers.progress import JobProgress
 from handlers.runtime import keys
 from handlers.runtime.errors import PolydubError
 from handlers.runtime.settings import Settings
@@ -172,15 +173,17 @@ class _ProgressBar:
 
             self._bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}] {postfix}")
         self._enabled = enabled
+        self._job = JobProgress()
 
     def update(self, status: DubStatus) -> None:
-        text = status.stage + (f" {status.chunks_done}/{status.chunks_total}" if status.chunks_total else "")
+        self._job.update(status)
+        text, percent = self._job.describe(status), self._job.fraction * 100
         if self._bar is not None:
-            self._bar.n = max(self._bar.n, round(status.progress * 100, 1))
+            self._bar.n = max(self._bar.n, round(percent, 1))
             self._bar.set_postfix_str(text)
             self._bar.refresh()
         elif self._enabled:
-            sys.stderr.write(f"[{status.progress * 100:5.1f}%] {text}\n")
+            sys.stderr.write(f"[{percent:5.1f}%] {text}\n")
 
     def close(self) -> None:
         if self._bar is not None:

@@ -20,11 +20,12 @@ import numpy as np
 from handlers.inputs import JobInputs, validate_inputs
 from handlers.runtime import keys
 from handlers.runtime.errors import InputError, ObjectNotFound
+from handlers.runtime.jobstate import JobState
 from handlers.runtime.media import decode_audio
-from handlers.runtime.stagekit import StageBase
+from handlers.runtime.served import check_served
+from handlers.runtime.stagekit import JobStage
 from handlers.runtime.subtitles import Segment
 from schemas.events import JobAccepted, MediaSubmitted
-from schemas.status import StatusCode
 
 DEFAULT_SPEAKER = "default"
 # Longest reference clip cut per speaker; VALL-E X prompts stop at 15 s, and WORLD
@@ -32,32 +33,29 @@ DEFAULT_SPEAKER = "default"
 REFERENCE_MAX_S = 15.0
 
 
-class IngestStage(StageBase):
+class IngestStage(JobStage[MediaSubmitted]):
     """Validate a submission, copy its media into the store, write the manifest."""
 
     name = "ingest"
     consumes = MediaSubmitted
+    skip_if_marked = ("completed", "failed")  # a resubmission of a finished job: nothing to redo
+    record = "manifest.json"
 
-    async def handle(self, event: MediaSubmitted, attempt: int) -> None:
-        state = self.job(event.job_id)
-        if state.is_marked("completed") or state.is_marked("failed"):
-            return  # a resubmission of a finished job: nothing to redo
-        try:
-            manifest = state.read_json("manifest.json")
-        except ObjectNotFound:
-            manifest = await self.run_blocking(self._ingest, event)
-        await self.publisher.publish(
-            JobAccepted(
-                job_id=event.job_id,
-                manifest_uri=self.store.uri(state.key("manifest.json")),
-                source_uri=self.store.uri(manifest["source_key"]),
-                duration_s=manifest["media"]["duration_s"],
-                n_segments=len(manifest["segments"]),
-                target_lang=event.target_lang,
-                engines=event.engines,
-            )
-        )
-        await self.emit_status(event.job_id, StatusCode.INGESTED, 1.0)
+    async def work(self, event: MediaSubmitted, state: JobState) -> dict[str, Any]:
+        # The engines first: a job that cannot run fails in a second, before any media moves.
+        await check_served(event.engines.model_dump(), self.settings, self.inference)
+        return await self.run_blocking(self._ingest, event)
+
+    def next_events(self, event: MediaSubmitted, manifest: dict[str, Any]) -> list[JobAccepted]:
+        return [JobAccepted(
+            job_id=event.job_id,
+            manifest_uri=self.store.uri(keys.manifest_key(event.job_id)),
+            source_uri=self.store.uri(manifest["source_key"]),
+            duration_s=manifest["media"]["duration_s"],
+            n_segments=len(manifest["segments"]),
+            target_lang=event.target_lang,
+            engines=event.engines,
+        )]
 
     def _ingest(self, event: MediaSubmitted) -> dict[str, Any]:
         state = self.job(event.job_id)
@@ -80,7 +78,7 @@ class IngestStage(StageBase):
             self.put_audio(audio_key, audio, rate)
             speakers = self._speaker_references(event, inputs, audio, work)
 
-        manifest = {
+        return {
             "job_id": event.job_id,
             "source_key": source_key,
             "audio_key": audio_key,
@@ -97,8 +95,6 @@ class IngestStage(StageBase):
             "output_prefix": event.output_prefix,
             "sample_rate": self.settings.sample_rate,
         }
-        state.write_json("manifest.json", manifest)
-        return manifest
 
     def _speaker_references(self, event: MediaSubmitted, inputs: JobInputs, audio: np.ndarray,
                             work: Path) -> dict[str, str]:

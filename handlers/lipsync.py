@@ -12,9 +12,7 @@ source frames untouched.
 from __future__ import annotations
 
 import asyncio
-import math
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from queue import Queue
@@ -23,59 +21,37 @@ from typing import Any
 import numpy as np
 
 from handlers.runtime import keys
-from handlers.runtime.jobstate import JobState
+from handlers.runtime.frames import audio_for_frames, window_frame_range
+from handlers.runtime.jobstate import ChunkRow
 from handlers.runtime.media import encode_mp4, iter_frames
-from handlers.runtime.stagekit import StageBase
+from handlers.runtime.stagekit import ChunkOutput, ChunkStage
 from schemas.events import ChunkConverted, ChunkRendered
-from schemas.status import StatusCode
+from schemas.registry import EngineInfo
 from serving.interfaces import LIPSYNC
 from serving.specs import scalar
 
 
-def lipsync_model_name(engine: str) -> str:
-    return f"lipsync_{engine}"
-
-
-def window_frame_range(start_s: float, end_s: float, fps: float) -> tuple[int, int]:
-    """Frame indices ``[first, last)`` shown in ``[start_s, end_s)`` (frame k at k/fps)."""
-    tolerance = 1e-3
-    return math.ceil(start_s * fps - tolerance), math.ceil(end_s * fps - tolerance)
-
-
-class LipsyncStage(StageBase):
+class LipsyncStage(ChunkStage[ChunkConverted]):
     """Re-sync the mouth in the chunk's frames to the dubbed speech."""
 
     name = "lipsync"
     consumes = ChunkConverted
 
-    async def handle(self, event: ChunkConverted, attempt: int) -> None:
-        state = self.job(event.job_id)
-        if state.is_marked("failed"):
-            return
-        manifest = await self.manifest(event.job_id)
-        engine = manifest["engines"]["lipsync"]
-        video_uri: str | None = None
-        if engine == "none":
-            await self.record_chunk(state, event.chunk_index, None, 0.0, lipsync={"engine": engine})
-        elif (done_key := (await self.finished_output(state, event.chunk_index))[0]) is not None:
-            video_uri = self.store.uri(done_key)
-        else:
-            video_uri = await self._render(event, manifest, state, engine)
-        await self.publisher.publish(
-            ChunkRendered(
-                job_id=event.job_id,
-                chunk_index=event.chunk_index,
-                n_chunks=event.n_chunks,
-                audio_uri=event.audio_uri,
-                video_uri=video_uri,
-                engine=engine,
-            )
-        )
-        await self.emit_chunk_status(event.job_id, StatusCode.LIP_SYNCED, event.n_chunks)
+    def passthrough(self, event: ChunkConverted) -> None:
+        return None  # no chunk video: merging keeps the source frames untouched
 
-    async def _render(self, event: ChunkConverted, manifest: dict[str, Any], state: JobState,
-                      engine: str) -> str:
-        started = time.perf_counter()
+    def next_event(self, event: ChunkConverted, manifest: dict[str, Any], row: ChunkRow) -> ChunkRendered:
+        return ChunkRendered(
+            job_id=event.job_id,
+            chunk_index=event.chunk_index,
+            n_chunks=event.n_chunks,
+            audio_uri=event.audio_uri,
+            video_uri=self.output_uri(row),
+            engine=row.details[self.name]["engine"],
+        )
+
+    async def work(self, event: ChunkConverted, manifest: dict[str, Any], choice: EngineInfo | None) -> ChunkOutput:
+        assert choice is not None and choice.model is not None
         chunk = (await self.plan(event.job_id))["chunks"][event.chunk_index]
         fps = float(manifest["media"]["fps"])
         audio, rate = await self.run_blocking(self.get_audio, self.key_of(event.audio_uri))
@@ -95,15 +71,12 @@ class LipsyncStage(StageBase):
                 encode_mp4, path, _drain(queue), fps, None, None, crf=self.settings.intermediate_crf
             ))
             try:
-                frames = iter_frames(source, first / fps, last / fps)
-                for offset, batch in _slices(frames, per_call):
-                    t0 = (first + offset) / fps - chunk["start_s"]
-                    a = max(0, int(round(t0 * rate)))
-                    b = max(a + 1, int(round((t0 + len(batch) / fps) * rate)))
-                    clip = np.zeros(b - a, dtype=np.float32)
-                    piece = audio[a:b]
-                    clip[: piece.size] = piece
-                    (out,) = await self.inference.infer_items(lipsync_model_name(engine), LIPSYNC, [{
+                # Decoding runs in a thread too: the event loop only hands slices on.
+                slices = _slices(iter_frames(source, first / fps, last / fps), per_call)
+                while (piece := await asyncio.to_thread(next, slices, None)) is not None:
+                    offset, batch = piece
+                    clip = audio_for_frames(audio, rate, (first + offset) / fps - chunk["start_s"], len(batch), fps)
+                    (out,) = await self.inference.infer_items(choice.model, LIPSYNC, [{
                         "FRAMES": np.stack(batch), "AUDIO": clip, "SAMPLE_RATE": np.int32(rate),
                         "FPS": np.float32(fps)}])
                     faces += int(scalar(out, "FACE_FRAMES"))
@@ -113,10 +86,7 @@ class LipsyncStage(StageBase):
                 await asyncio.to_thread(queue.put, None)
                 await encoding
             await self.run_blocking(self.store.put_file, key, path)
-        await self.record_chunk(state, event.chunk_index, key, time.perf_counter() - started,
-                                lipsync={"engine": engine, "frames": count, "face_frames": faces,
-                                         "first_frame": first})
-        return self.store.uri(key)
+        return ChunkOutput(key, {"frames": count, "face_frames": faces, "first_frame": first})
 
 
 def _drain(queue: Queue[list[np.ndarray] | None]) -> Iterator[np.ndarray]:

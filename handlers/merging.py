@@ -1,23 +1,29 @@
 """merging: every ``chunk.rendered`` of a job -> ``job.merged``.
 
-Each rendered chunk is counted from the store (``_done`` markers), never from
+Each rendered chunk is checked in the store (its ``_done`` marker), never in
 memory, so any worker of the group can see the job complete and a restart
 loses nothing. When the last chunk is in, the merge:
 
-1. joins the chunks' dub audio by overlap-add with a crossfade over each
-   shared second (:mod:`handlers.runtime.mix`);
+1. joins the chunks' dub audio (recorded in their rows: the speech after
+   conversion, and before it when conversion changed it, for QC) by
+   overlap-add with a crossfade over each shared second
+   (:mod:`handlers.runtime.mix`);
 2. mixes it over the original soundtrack, ducked while the dub speaks,
    normalises the loudness (``POLYDUB_LOUDNESS_TARGET_LUFS``) under a peak
    ceiling;
 3. joins the lip-synced frames the same way (or copies the source video
    stream untouched when lip-sync is off) and muxes an MP4 with the source's
    exact duration;
-4. writes the dub track, the target subtitles and the video under
-   ``jobs/{id}/output/``, then emits ``job.merged``.
+4. writes the dub track, the mix, the target subtitles and the video under
+   ``jobs/{id}/output/``, records them (``state/merged``), then emits
+   ``job.merged`` carrying every URI QC reads.
 
-All of a job's ``chunk.rendered`` events share a partition (keyed by job), so
-one consumer sees them in order; the ``merged`` marker makes a redelivery a
-no-op.
+Chunk events are keyed per chunk, so two workers may see a job complete at
+once: both write the same deterministic bytes and publish the same outputs,
+and QC delivers the job once. The ``merged`` marker, written after the
+publish, makes the job's later chunk events and redeliveries no-ops; a crash
+between the publish and the marker republishes from the record without
+merging again.
 """
 
 from __future__ import annotations
@@ -29,28 +35,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.signal import resample_poly
 
-from handlers.lipsync import window_frame_range
+from engines.dsp import fit_length, resample
 from handlers.runtime import keys
+from handlers.runtime.frames import window_frame_range
 from handlers.runtime.jobstate import JobState
 from handlers.runtime.media import decode_audio, encode_mp4, iter_frames, mux_audio
-from handlers.runtime.mix import (
-    blend_frames,
-    duck_gain,
-    fit_length,
-    frame_weight,
-    normalize_loudness,
-    overlap_add,
-    speech_mask,
-)
-from handlers.runtime.stagekit import StageBase
+from handlers.runtime.mix import blend_frames, duck_gain, frame_weight, normalize_loudness, overlap_add, speech_mask
+from handlers.runtime.stagekit import JobStage
 from handlers.runtime.subtitles import Segment, to_srt
-from schemas.events import ChunkRendered, JobMerged
+from schemas.events import ChunkRendered, DubStatus, JobMerged
+from schemas.registry import CHUNK_STAGES
 from schemas.status import StatusCode
 
 OUTPUT_VIDEO = "dubbed.mp4"
 OUTPUT_DUB_TRACK = "dub.wav"
+OUTPUT_UNCONVERTED_DUB = "dub.unconverted.wav"
 OUTPUT_MIX = "mix.wav"
 
 
@@ -58,35 +58,45 @@ def subtitles_name(lang: str) -> str:
     return f"subtitles.{lang}.srt"
 
 
-class MergingStage(StageBase):
+class MergingStage(JobStage[ChunkRendered]):
     """Join the chunks into the dubbed video once all are rendered."""
 
     name = "merging"
     consumes = ChunkRendered
+    # Recorded before job.merged is published, marked after: the job's other chunk events
+    # (and redeliveries) then do nothing, and a crash in between publishes from the record.
+    skip_if_marked = ("failed", "merged")
+    record = "state/merge.json"
 
-    async def handle(self, event: ChunkRendered, attempt: int) -> None:
-        state = self.job(event.job_id)
-        if state.is_marked("failed") or state.is_marked("merged"):
-            return
-        done = await self.run_blocking(state.count_done, "lipsync")
-        if done < event.n_chunks:
-            return
+    async def work(self, event: ChunkRendered, state: JobState) -> dict[str, Any] | None:
+        last_chunk_stage = CHUNK_STAGES[-1]
+        if not await self.run_blocking(state.all_done, last_chunk_stage, event.n_chunks, event.chunk_index):
+            return None  # another chunk is still on its way; its event will merge
         manifest = await self.manifest(event.job_id)
         plan = await self.plan(event.job_id)
-        await self.emit_status(event.job_id, StatusCode.LIP_SYNCED, 0.0, done, event.n_chunks,
-                               message="merging chunks")
-        outputs = await self.run_blocking(self._merge, state, manifest, plan)
-        await self.publisher.publish(
-            JobMerged(
-                job_id=event.job_id,
-                output_video_uri=self.store.uri(outputs["video"]),
-                dub_audio_uri=self.store.uri(outputs["dub"]),
-                subtitles_uri=self.store.uri(outputs["subtitles"]),
-                duration_s=manifest["media"]["duration_s"],
-            )
-        )
-        await self.run_blocking(state.mark, "merged", outputs)
-        await self.emit_status(event.job_id, StatusCode.MERGED, 1.0, done, event.n_chunks)
+        await self.publisher.publish(self.status(
+            event.job_id, StatusCode.LIP_SYNCED, 0.0, chunks_done=event.n_chunks, chunks_total=event.n_chunks,
+            message="merging chunks"))
+        return await self.run_blocking(self._merge, state, manifest, plan)
+
+    def next_events(self, event: ChunkRendered, outputs: dict[str, Any]) -> list[JobMerged]:
+        unconverted = outputs.get("dub_unconverted")
+        return [JobMerged(
+            job_id=event.job_id,
+            output_video_uri=self.store.uri(outputs["video"]),
+            dub_audio_uri=self.store.uri(outputs["dub"]),
+            unconverted_dub_uri=None if unconverted is None else self.store.uri(unconverted),
+            mix_uri=self.store.uri(outputs["mix"]),
+            subtitles_uri=self.store.uri(outputs["subtitles"]),
+            duration_s=outputs["duration_s"],
+        )]
+
+    async def after_publish(self, state: JobState, outputs: dict[str, Any]) -> None:
+        await self.run_blocking(state.mark, "merged")
+
+    def done_status(self, event: ChunkRendered, outputs: dict[str, Any]) -> DubStatus:
+        return self.status(event.job_id, self.info.done, 1.0, chunks_done=event.n_chunks,
+                           chunks_total=event.n_chunks)
 
     def _merge(self, state: JobState, manifest: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
@@ -97,21 +107,24 @@ class MergingStage(StageBase):
         duration = manifest["media"]["duration_s"]
         total = int(round(duration * rate))
 
-        pieces = []
+        starts = [int(round(chunk["start_s"] * rate)) for chunk in chunks]
         spans: dict[int, tuple[float, float]] = {}
-        for chunk, row in zip(chunks, rows):
-            audio_key = row.outputs.get("conversion") or row.outputs["synthesis"]
-            audio, _ = self.get_audio(audio_key)
-            pieces.append((int(round(chunk["start_s"] * rate)), audio))
-            for fit in row.details.get("segment_fits", []):
+        for row in rows:
+            for fit in row.details["synthesis"]["segment_fits"]:
                 spans[fit["segment_index"]] = (fit["slot_start_s"], fit["slot_start_s"] + fit["speech_s"])
-        dub = overlap_add(pieces, total)
+        # The chunk's speech after conversion (its input when conversion passed it through).
+        converted = [row.outputs["conversion"] for row in rows]
+        dub = self._joined_audio(starts, converted, total)
+        synthesized = [row.outputs["synthesis"] for row in rows]
+        # QC compares the voice before and after conversion: the track before it is joined
+        # here, where the chunks are joined anyway, and only when conversion changed it.
+        unconverted = None if synthesized == converted else self._joined_audio(starts, synthesized, total)
 
         out_rate = self.settings.output_audio_rate
         source = self.local_copy(manifest["source_key"])
         original = decode_audio(source, out_rate)
         original = fit_length(original, int(round(duration * out_rate)))
-        dub_out = fit_length(resample_poly(dub, out_rate, rate).astype(np.float32), original.size)
+        dub_out = fit_length(resample(dub, rate, out_rate), original.size)
         gain = duck_gain(speech_mask(list(spans.values()), original.size, out_rate), out_rate,
                          self.settings.duck_db, self.settings.duck_attack_s, self.settings.duck_release_s)
         mix, gain_db = normalize_loudness(original * gain + dub_out, out_rate,
@@ -120,10 +133,14 @@ class MergingStage(StageBase):
         outputs = {
             "video": keys.output_key(job_id, OUTPUT_VIDEO),
             "dub": keys.output_key(job_id, OUTPUT_DUB_TRACK),
+            "dub_unconverted": None if unconverted is None else keys.output_key(job_id, OUTPUT_UNCONVERTED_DUB),
             "mix": keys.output_key(job_id, OUTPUT_MIX),
             "subtitles": keys.output_key(job_id, subtitles_name(manifest["target_lang"])),
+            "duration_s": duration,
         }
         self.put_audio(outputs["dub"], dub, rate)
+        if unconverted is not None:
+            self.put_audio(outputs["dub_unconverted"], unconverted, rate)
         self.put_audio(outputs["mix"], mix, out_rate)
         segments = [
             Segment(index=s["index"] + 1, start_s=s["start_s"], end_s=s["end_s"], text=s["text"],
@@ -146,6 +163,10 @@ class MergingStage(StageBase):
         outputs["loudness_gain_db"] = gain_db
         outputs["merge_seconds"] = time.perf_counter() - started
         return outputs
+
+    def _joined_audio(self, starts: list[int], keys_: list[str], total: int) -> np.ndarray:
+        """The chunks' audio overlap-added on the job's timeline."""
+        return overlap_add([(start, self.get_audio(key)[0]) for start, key in zip(starts, keys_)], total)
 
 
 def _joined_frames(videos: list[Path], chunks: list[dict[str, Any]], fps: float) -> Iterator[np.ndarray]:

@@ -11,16 +11,16 @@ segment was fitted travels in the event, for conversion and QC.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
-from handlers.runtime import keys
+
 from engines.dsp import resample
-from handlers.runtime.jobstate import JobState
-from handlers.runtime.stagekit import StageBase
+from handlers.runtime import keys
+from handlers.runtime.jobstate import ChunkRow
+from handlers.runtime.stagekit import ChunkOutput, ChunkStage
 from schemas.events import ChunkPlanned, ChunkSynthesized, SegmentFit
-from schemas.status import StatusCode
+from schemas.registry import EngineInfo
 from serving.interfaces import TTS
 from serving.specs import scalar
 
@@ -28,42 +28,25 @@ from serving.specs import scalar
 OVERFLOW_FADE_S = 0.02
 
 
-def tts_model_name(engine: str) -> str:
-    return f"tts_{engine}"
-
-
-class SynthesisStage(StageBase):
+class SynthesisStage(ChunkStage[ChunkPlanned]):
     """Speak the chunk's segments in the target language, fitted to their slots."""
 
     name = "synthesis"
     consumes = ChunkPlanned
 
-    async def handle(self, event: ChunkPlanned, attempt: int) -> None:
-        state = self.job(event.job_id)
-        if state.is_marked("failed"):
-            return
-        manifest = await self.manifest(event.job_id)
-        done_key, row = await self.finished_output(state, event.chunk_index)
-        if done_key is not None:
-            fits = [SegmentFit(**f) for f in row.details["segment_fits"]]
-            audio_uri = self.store.uri(done_key)
-        else:
-            audio_uri, fits = await self._synthesize(event, manifest, state)
-        await self.publisher.publish(
-            ChunkSynthesized(
-                job_id=event.job_id,
-                chunk_index=event.chunk_index,
-                n_chunks=event.n_chunks,
-                audio_uri=audio_uri,
-                engine=manifest["engines"]["tts"],
-                segment_fits=fits,
-            )
+    def next_event(self, event: ChunkPlanned, manifest: dict[str, Any], row: ChunkRow) -> ChunkSynthesized:
+        recorded = row.details[self.name]
+        return ChunkSynthesized(
+            job_id=event.job_id,
+            chunk_index=event.chunk_index,
+            n_chunks=event.n_chunks,
+            audio_uri=str(self.output_uri(row)),
+            engine=recorded["engine"],
+            segment_fits=[SegmentFit(**f) for f in recorded["segment_fits"]],
         )
-        await self.emit_chunk_status(event.job_id, StatusCode.SYNTHESIZED, event.n_chunks)
 
-    async def _synthesize(self, event: ChunkPlanned, manifest: dict[str, Any],
-                          state: JobState) -> tuple[str, list[SegmentFit]]:
-        started = time.perf_counter()
+    async def work(self, event: ChunkPlanned, manifest: dict[str, Any], choice: EngineInfo | None) -> ChunkOutput:
+        assert choice is not None and choice.model is not None
         rate = self.settings.sample_rate
         window = int(round((event.end_s - event.start_s) * rate))
         track = np.zeros(window, dtype=np.float32)
@@ -75,11 +58,10 @@ class SynthesisStage(StageBase):
             s for s in manifest["segments"]
             if s["index"] in owned or (s["end_s"] > event.start_s and s["start_s"] < event.end_s)
         ]
-        engine = manifest["engines"]["tts"]
         fits: list[SegmentFit] = []
         versions: set[str] = set()
         if segments:
-            waves, versions = await self._speak(segments, manifest["target_lang"], engine)
+            waves, versions = await self._speak(segments, manifest["target_lang"], choice.model)
             starts = [s["start_s"] for s in manifest["segments"]]
             for seg, (wave, speedup) in zip(segments, waves):
                 next_start = min((t for t in starts if t > seg["start_s"]), default=manifest["media"]["duration_s"])
@@ -97,19 +79,16 @@ class SynthesisStage(StageBase):
                     )
                 )
         key = keys.chunk_output_key(event.job_id, event.chunk_index, self.name, "speech.wav")
-        uri = await self.run_blocking(self.put_audio, key, track, rate)
-        await self.record_chunk(state, event.chunk_index, key, time.perf_counter() - started,
-                                segment_fits=[f.model_dump() for f in fits], tts=engine,
-                                tts_versions=sorted(versions))
-        return uri, fits
+        await self.run_blocking(self.put_audio, key, track, rate)
+        return ChunkOutput(key, {"segment_fits": [f.model_dump() for f in fits], "versions": sorted(versions)})
 
     async def _speak(self, segments: list[dict[str, Any]], lang: str,
-                     engine: str) -> tuple[list[tuple[np.ndarray, float]], set[str]]:
+                     model: str) -> tuple[list[tuple[np.ndarray, float]], set[str]]:
         """One batched TTS call for the chunk's segments; waves at the pipeline rate, and
         the engine/voice/checkpoint descriptions the model reported (for the QC report)."""
         items = [{"TEXT": s["text"], "LANG": lang, "MAX_DURATION": np.float32(s["end_s"] - s["start_s"]),
                   "MAX_SPEEDUP": np.float32(self.settings.max_speedup)} for s in segments]
-        spoken = await self.inference.infer_items(tts_model_name(engine), TTS, items)
+        spoken = await self.inference.infer_items(model, TTS, items)
         result = []
         for out in spoken:
             wave = resample(out["WAVEFORM"], int(scalar(out, "SAMPLE_RATE")), self.settings.sample_rate)

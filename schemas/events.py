@@ -233,7 +233,11 @@ class JobMerged(Envelope):
     event_type: Literal["job.merged"] = "job.merged"
     status: StatusCode = StatusCode.MERGED
     output_video_uri: Uri
-    dub_audio_uri: Uri
+    dub_audio_uri: Uri = Field(description="The dub voice alone on the job's timeline (pipeline rate).")
+    unconverted_dub_uri: Uri | None = Field(
+        None, description="The same before voice conversion; unset when conversion changed nothing."
+    )
+    mix_uri: Uri = Field(description="The delivered soundtrack: the dub over the ducked original.")
     subtitles_uri: Uri
     duration_s: Seconds
 
@@ -275,13 +279,26 @@ class DubFailed(Envelope):
 
 
 class DubStatus(Envelope):
-    """Progress of a job, emitted by every stage."""
+    """Progress of a job, emitted by every stage.
+
+    Job-level stages report the whole stage; per-chunk stages report one chunk
+    (``chunk_index``) without counting the others (counting would mean reading
+    every chunk's state on every chunk event). A follower that reads all of a
+    job's statuses (they share its partition) counts the chunks itself.
+    """
 
     event_type: Literal["dub.status"] = "dub.status"
     stage: Stage
-    chunks_done: int = Field(0, ge=0)
-    chunks_total: int = Field(0, ge=0)
-    progress: float = Field(ge=0.0, le=1.0, description="Whole-job progress, 0 to 1.")
+    chunk_index: int | None = Field(None, ge=0, description="The chunk this status reports (per-chunk stages).")
+    chunks_done: int | None = Field(
+        None, ge=0, description="Chunks through `stage`, when the emitter knows (job-level stages)."
+    )
+    chunks_total: int = Field(0, ge=0, description="Chunks of the job (0 before chunking).")
+    progress: float = Field(
+        ge=0.0, le=1.0,
+        description="Whole-job progress, 0 to 1, as far as this event proves it (a lower bound for "
+        "per-chunk statuses).",
+    )
     message: str | None = None
 
 

@@ -24,20 +24,14 @@ from scipy.signal import resample_poly
 from engines.espeak import EspeakTTS
 from engines.mouthwarp import MouthWarp
 from handlers.cli import main as cli_main
-from handlers.qc import JobMedia, build_report, check_asr_path, measure_intelligibility, measure_job
-from handlers.qc_checks import (
-    Check,
-    SegmentTiming,
-    Thresholds,
-    av_offset,
-    clipped_samples,
-    error_rate,
-    evaluate_checks,
-    segment_timings,
-    true_peak_dbfs,
-    voice_engine_set,
-)
-from handlers.qc_report import render_html
+from handlers.quality.measure import JobMedia, check_asr_path, measure_intelligibility, measure_job
+from handlers.quality.measurements import SegmentTiming
+from handlers.quality.page import render_html
+from handlers.quality.report import build_report
+from handlers.quality.signals import av_offset, clipped_samples, segment_timings, true_peak_dbfs
+from handlers.quality.text import error_rate
+from handlers.quality.thresholds import Thresholds, voice_engine_set
+from handlers.quality.verdicts import Check, evaluate_checks
 from handlers.runtime import keys
 from handlers.runtime.errors import InputError
 from handlers.runtime.inference import ItemsClient, LocalInferenceClient

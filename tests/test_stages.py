@@ -52,6 +52,7 @@ from schemas.events import (
     RetryScheduled,
     SubtitlesRef,
 )
+from schemas.registry import CHUNK_STAGES
 from schemas.serialization import encode_event
 from schemas.status import StatusCode
 from schemas.topics import RETRY, TOPIC_OF_EVENT
@@ -63,7 +64,6 @@ pytestmark = pytest.mark.slow
 CHUNK_SECONDS = 4.0
 #: Every engine stage skipped but TTS: the fast configuration for failure paths.
 TTS_ONLY = EngineChoice(tts="espeak", vc="none", lipsync="none")
-CHUNK_STAGES = ("synthesis", "conversion", "lipsync")
 
 
 # --- helpers ----------------------------------------------------------------------
@@ -267,7 +267,7 @@ async def test_redelivery_after_a_crash_before_the_marker_rewrites_the_same_byte
     }
     assert set(worker.snapshot(job_id)) == set(completed.snapshot)  # every marker is back
     assert worker.counts()["dub.completed"] == 0
-    if stage == "merging":  # it merged again on each event, and QC saw the job was delivered
+    if stage == "merging":  # it published job.merged again on each event, and QC saw the job was delivered
         assert worker.counts()["job.merged"] == len(events) == 2
 
 

@@ -5,8 +5,10 @@
 * ``state/chunk-{i}.json``: one row per chunk: the last stage it finished,
   its outputs, per-stage timings. Only the handler of that chunk's current
   stage writes it, so rows of different chunks never race.
-* ``chunks/{i}/{stage}/_done``: empty markers written after a stage's outputs;
-  counting a job's progress through a stage is one ``list`` call.
+* ``chunks/{i}/{stage}/_done``: empty markers written after a stage's outputs.
+  Stages never count them by listing (a listing per chunk event is quadratic
+  in the chunks of a job): merging probes them (:meth:`JobState.all_done`),
+  and only ``polydub status`` lists them, once per call.
 * ``state/failed``, ``state/merged``, ``state/completed``: job-level markers
   that make the last stages idempotent under redelivery.
 """
@@ -21,8 +23,6 @@ import orjson
 from handlers.runtime.errors import ObjectNotFound
 from handlers.runtime.keys import DONE_MARKER, chunk_done_key, chunk_state_key, job_prefix
 from handlers.runtime.objectstore import ObjectStore
-
-CHUNK_STAGES = ("synthesis", "conversion", "lipsync")
 
 
 @dataclass
@@ -83,9 +83,19 @@ class JobState:
         return self.store.is_marked(chunk_done_key(self.job_id, index, stage))
 
     def count_done(self, stage: str) -> int:
-        """Chunks that finished ``stage``: one listing of the job's chunk outputs."""
+        """Chunks that finished ``stage``: one listing of the job's chunk outputs (for ``polydub status``)."""
         suffix = f"/{stage}/{DONE_MARKER}"
         return sum(1 for key in self.store.list(self.key("chunks/")) if key.endswith(suffix))
+
+    def all_done(self, stage: str, n_chunks: int, known_done: int) -> bool:
+        """Whether every chunk finished ``stage``, probing markers from the one after ``known_done``.
+
+        Why in that order: chunks finish roughly in order, so for every chunk but
+        the last the next marker is usually missing and one probe answers; the
+        last chunk's event probes them all once.
+        """
+        order = [(known_done + step) % n_chunks for step in range(1, n_chunks)]
+        return all(self.is_done(stage, index) for index in order)
 
     def mark(self, name: str, document: Any | None = None) -> None:
         """A job-level marker, optionally with a small JSON body (e.g. the failure)."""
@@ -96,3 +106,6 @@ class JobState:
 
     def is_marked(self, name: str) -> bool:
         return self.store.exists(self.key(f"state/{name}"))
+
+    def any_marked(self, names: tuple[str, ...]) -> bool:
+        return any(self.is_marked(name) for name in names)

@@ -49,13 +49,13 @@ from pathlib import Path
 import av
 import av.error
 import numpy as np
-import soundfile as sf
 from av.audio.stream import AudioStream
 from av.container import InputContainer, OutputContainer
 from av.stream import Disposition
 from av.video.reformatter import ColorRange, Colorspace
 from av.video.stream import VideoStream
 
+from engines.dsp import fit_length, resample
 from handlers.runtime.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -516,29 +516,9 @@ def _as_channels_first(audio: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def _fit_length(audio: np.ndarray, n_samples: int) -> np.ndarray:
-    """Trim or zero-pad ``(channels, samples)`` audio to exactly ``n_samples``."""
-    have = audio.shape[1]
-    if have >= n_samples:
-        return audio[:, :n_samples]
-    return np.pad(audio, ((0, 0), (0, n_samples - have)))
-
-
 def _layout_for(channels: int) -> av.AudioLayout:
     """FFmpeg's default layout for a channel count (1 mono, 2 stereo, 6 5.1, ...)."""
     return av.AudioLayout(f"{channels}c")
-
-
-def _resample_channels_first(audio: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
-    """Convert ``(channels, samples)`` float32 audio to ``new_rate`` with FFmpeg's resampler."""
-    layout = _layout_for(audio.shape[0])
-    frame = av.AudioFrame.from_ndarray(audio, format="fltp", layout=layout.name)
-    frame.sample_rate = rate
-    frame.pts = 0
-    frame.time_base = Fraction(1, rate)
-    resampler = av.AudioResampler(format="fltp", layout=layout.name, rate=new_rate)
-    parts = [f.to_ndarray() for f in resampler.resample(frame) + resampler.resample(None)]
-    return np.concatenate(parts, axis=1) if parts else np.zeros((audio.shape[0], 0), np.float32)
 
 
 class _AudioTrack:
@@ -554,9 +534,9 @@ class _AudioTrack:
     ) -> None:
         samples = _as_channels_first(audio)
         if rate not in AAC_SAMPLE_RATES:
-            samples = _resample_channels_first(samples, rate, FALLBACK_AAC_RATE)
+            samples = resample(samples, rate, FALLBACK_AAC_RATE)
             rate = FALLBACK_AAC_RATE
-        self.samples = _fit_length(samples, round(duration_s * rate))
+        self.samples = fit_length(samples, round(duration_s * rate))
         self.rate = rate
         self.layout = _layout_for(self.samples.shape[0]).name
         self.output = output
@@ -705,7 +685,7 @@ def encode_mp4(
             output.mux(video.encode(None))
             if track is not None:
                 if duration_s is None:
-                    track.samples = _fit_length(track.samples, round(frame_count / rate * track.rate))
+                    track.samples = fit_length(track.samples, round(frame_count / rate * track.rate))
                 track.finish()
     return final
 
@@ -793,38 +773,6 @@ def mux_audio(video_in: PathLike, audio: np.ndarray, audio_rate: int, out_path: 
     return final
 
 
-# --- WAV helpers ---------------------------------------------------------------
-
-
-def write_wav(path: PathLike, audio: np.ndarray, rate: int) -> Path:
-    """Write float audio ``(samples,)`` or ``(samples, channels)`` as a 32-bit float WAV.
-
-    Float keeps the pipeline's intermediate audio bit-exact between stages (no
-    requantisation, no clipping of peaks above 1.0). Written atomically.
-    """
-    array = np.asarray(audio, dtype=np.float32)
-    if array.ndim not in (1, 2):
-        raise ValueError(f"audio must be (samples,) or (samples, channels), got shape {array.shape}")
-    final = Path(path)
-    with _atomic_output(final) as temp:
-        sf.write(str(temp), array, rate, subtype="FLOAT", format="WAV")
-    return final
-
-
-def read_wav(path: PathLike) -> tuple[np.ndarray, int]:
-    """Read a WAV (or any libsndfile format) as float32 ``(samples,)`` or ``(samples, channels)``."""
-    file = Path(path)
-    _require_file(file)
-    try:
-        audio, rate = sf.read(str(file), dtype="float32", always_2d=False)
-    except sf.LibsndfileError as exc:
-        raise InputError(
-            f"{file} is not an audio file libsndfile can read ({exc})",
-            "give a WAV, FLAC or OGG file",
-        ) from exc
-    return audio, int(rate)
-
-
 __all__: list[str] = [
     "MediaInfo",
     "decode_audio",
@@ -833,6 +781,4 @@ __all__: list[str] = [
     "mux_audio",
     "probe",
     "read_frames",
-    "read_wav",
-    "write_wav",
 ]

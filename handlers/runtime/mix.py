@@ -150,13 +150,6 @@ def normalize_loudness(audio: np.ndarray, rate: int, target_lufs: float, peak_db
     return limit_peaks(out, rate, peak_dbfs), gain_db
 
 
-def fit_length(audio: np.ndarray, n: int) -> np.ndarray:
-    """Trim or zero-pad mono audio to exactly ``n`` samples."""
-    if audio.size >= n:
-        return audio[:n]
-    return np.pad(audio, (0, n - audio.size))
-
-
 def limit_peaks(audio: np.ndarray, rate: int, peak_dbfs: float, release_s: float = 0.05) -> np.ndarray:
     """A look-ahead peak limiter: gain dips smoothly where samples would pass the ceiling."""
     ceiling = 10 ** (peak_dbfs / 20)

@@ -1,51 +1,68 @@
-"""What every stage handler shares: its dependencies and the small chores around them.
+"""The stage template: the delivery chores every stage shares, so a stage module writes only its data step.
 
 A stage is constructed with a :class:`StageDeps` (settings, object store,
-inference client, publisher) and keeps nothing else between events. The
-helpers here move audio and JSON between the object store and numpy, emit
-``dub.status``, and map store URIs back to keys, so each stage module reads as
-its own job only.
+inference client, publisher) and keeps nothing else between events. Two
+templates own everything around the data step, the same way for every stage:
+
+* :class:`JobStage` (once per job: ingest, chunking, merging, qc). The guard
+  (a job marked ``failed``, or a marker that ends the stage, skips the event);
+  skip-if-finished (the stage's *record*, a JSON document in the job's state,
+  exists: nothing is recomputed and the next events are published again from
+  it); otherwise the data step :meth:`JobStage.work`, whose result the template
+  records before publishing what follows; then the status.
+* :class:`ChunkStage` (once per chunk: synthesis, conversion, lipsync). The
+  guard; skip-if-finished (the chunk's ``_done`` marker for the stage, written
+  last, so a crash before it redoes the work); the engine ``none`` (one meaning
+  everywhere: the stage passes its input through, recorded like any output);
+  otherwise the data step :meth:`ChunkStage.work`; the template records the
+  output and details in the chunk's row, writes the marker, publishes the next
+  event built from the row (so a redelivery publishes exactly what the first
+  delivery did) and the chunk's status.
+
+Publishing after recording gives at-least-once: a crash in between is
+redelivered, finds the record and publishes again (downstream is idempotent).
+Every object-store call runs off the event loop (:meth:`StageBase.run_blocking`),
+so consumers keep heartbeating while media is read and written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import os
 import tempfile
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
-import soundfile as sf
-from scipy.io import wavfile
 
 from handlers.runtime.bus import Publisher
-from handlers.runtime.errors import InputError
+from handlers.runtime.errors import InputError, ObjectNotFound
 from handlers.runtime.inference import InferenceClient
 from handlers.runtime.jobstate import ChunkRow, JobState
 from handlers.runtime.objectstore import ObjectStore
 from handlers.runtime.settings import Settings
-from schemas.events import DubStatus
+from handlers.runtime.wav import decode_wav, encode_wav, mono
+from schemas.events import DubStatus, Envelope
+from schemas.registry import (
+    CHUNK_STAGES,
+    STAGE_BY_NAME,
+    STAGE_NAMES,
+    EngineInfo,
+    StageInfo,
+    engine,
+    job_progress,
+    progress_at,
+)
 from schemas.status import StatusCode
 
 T = TypeVar("T")
-
-# Share of a job's progress bar given to each stage; chunk stages split theirs by chunk.
-PROGRESS_WEIGHTS: dict[str, float] = {
-    "ingest": 0.04,
-    "chunking": 0.02,
-    "synthesis": 0.30,
-    "conversion": 0.20,
-    "lipsync": 0.30,
-    "merging": 0.10,
-    "qc": 0.04,
-}
-STAGE_ORDER = tuple(PROGRESS_WEIGHTS)
+E = TypeVar("E", bound=Envelope)
 # Write-once job documents (manifest, plan) kept in memory per stage instance.
 DOCUMENT_CACHE_SIZE = 128
 
@@ -58,16 +75,11 @@ class StageDeps:
     publisher: Publisher
 
 
-def job_progress(stage: str, fraction_of_stage: float) -> float:
-    """Whole-job progress when ``stage`` is ``fraction_of_stage`` done."""
-    before = sum(PROGRESS_WEIGHTS[s] for s in STAGE_ORDER[: STAGE_ORDER.index(stage)])
-    return min(1.0, before + PROGRESS_WEIGHTS[stage] * max(0.0, min(1.0, fraction_of_stage)))
-
-
 class StageBase:
-    """Plumbing for one stage; subclasses set ``name``/``consumes`` and write ``handle``."""
+    """Plumbing for one stage: its dependencies, the job's documents, media in the store."""
 
-    name: str = ""
+    name: ClassVar[str] = ""
+    consumes: ClassVar[type[Envelope]]
 
     def __init__(self, deps: StageDeps) -> None:
         self.deps = deps
@@ -76,6 +88,15 @@ class StageBase:
         self.inference = deps.inference
         self.publisher = deps.publisher
         self._documents: dict[tuple[str, str], dict[str, Any]] = {}
+
+    @property
+    def info(self) -> StageInfo:
+        """This stage's entry in the registry (order, progress weight, engine kind)."""
+        return STAGE_BY_NAME[self.name]
+
+    async def handle(self, event: Any, attempt: int) -> None:
+        """One delivery of ``event`` (the templates below implement it)."""
+        raise NotImplementedError
 
     def job(self, job_id: str) -> JobState:
         return JobState(self.store, job_id)
@@ -102,25 +123,17 @@ class StageBase:
         """Media and store work off the event loop, so consumers keep heartbeating."""
         return await asyncio.to_thread(func, *args)
 
-    # --- audio in the store ------------------------------------------------------
+    # --- media in the store ---------------------------------------------------------
 
     def put_audio(self, key: str, audio: np.ndarray, rate: int) -> str:
-        """Store ``audio`` as a 32-bit float WAV whose bytes depend only on the samples.
-
-        Written by scipy, not libsndfile: libsndfile adds a ``PEAK`` chunk with
-        the wall-clock time to float WAVs, so a redelivered event would rewrite
-        the "same" object with different bytes.
-        """
-        buffer = io.BytesIO()
-        wavfile.write(buffer, rate, np.ascontiguousarray(audio, dtype=np.float32))
-        self.store.put_bytes(key, buffer.getvalue())
+        """Store ``audio`` as a float WAV whose bytes depend only on the samples; returns its URI."""
+        self.store.put_bytes(key, encode_wav(audio, rate))
         return self.store.uri(key)
 
     def get_audio(self, key: str) -> tuple[np.ndarray, int]:
-        audio, rate = sf.read(io.BytesIO(self.store.get_bytes(key)), dtype="float32", always_2d=False)
-        if audio.ndim > 1:
-            audio = audio.mean(axis=1)
-        return audio.astype(np.float32), int(rate)
+        """A stored WAV as mono float32 and its rate."""
+        audio, rate = decode_wav(self.store.get_bytes(key), self.store.uri(key))
+        return mono(audio), rate
 
     def key_of(self, uri: str) -> str:
         """The store key behind a URI an event carries (events point into this store)."""
@@ -149,52 +162,130 @@ class StageBase:
             partial.replace(cache)
         return cache
 
-    # --- chunk rows --------------------------------------------------------------
+    # --- progress -------------------------------------------------------------------
 
-    async def finished_output(self, state: JobState, index: int) -> tuple[str | None, ChunkRow]:
-        """This stage's output key for the chunk if it already finished (a redelivery), and the row.
+    def status(self, job_id: str, status: StatusCode, fraction: float, *, chunks_done: int | None = None,
+               chunks_total: int = 0, message: str | None = None) -> DubStatus:
+        """A ``dub.status`` of this stage, ``fraction`` of the way through it."""
+        return DubStatus(job_id=job_id, status=status, stage=self.name, chunks_done=chunks_done,
+                         chunks_total=chunks_total, progress=progress_at(self.name, fraction), message=message)
 
-        Finished means the output is recorded in the row *and* the done marker exists:
-        the marker is written last, so a crash in between redoes the work.
-        """
+
+class JobStage(StageBase, Generic[E]):
+    """A stage that runs once per job; subclasses write :meth:`work` and :meth:`next_events`."""
+
+    #: Job markers that end this stage's business with the job (a redelivery does nothing).
+    skip_if_marked: ClassVar[tuple[str, ...]] = ("failed",)
+    #: The job document (relative to ``jobs/{id}/``) that records this stage's result.
+    record: ClassVar[str]
+
+    async def handle(self, event: E, attempt: int) -> None:
+        state = self.job(event.job_id)
+        if await self.run_blocking(state.any_marked, self.skip_if_marked):
+            return
+        try:
+            result = await self.run_blocking(state.read_json, self.record)
+        except ObjectNotFound:
+            result = await self.work(event, state)
+            if result is None:
+                return
+            await self.run_blocking(state.write_json, self.record, result)
+        for follow in self.next_events(event, result):
+            await self.publisher.publish(follow)
+        await self.after_publish(state, result)
+        done = self.done_status(event, result)
+        if done is not None:
+            await self.publisher.publish(done)
+
+    @abstractmethod
+    async def work(self, event: E, state: JobState) -> dict[str, Any] | None:
+        """The data step: the stage's result to record, or ``None`` when it has nothing to do yet."""
+
+    @abstractmethod
+    def next_events(self, event: E, result: dict[str, Any]) -> Sequence[Envelope]:
+        """What follows, built from the recorded result only (so redeliveries publish the same)."""
+
+    async def after_publish(self, state: JobState, result: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Markers that must follow the publish (the terminal stage's verdict)."""
+
+    def done_status(self, event: E, result: dict[str, Any]) -> DubStatus | None:
+        """The status once the stage is done with the job (``None``: it publishes none)."""
+        return self.status(event.job_id, self.info.done, 1.0)
+
+
+@dataclass(frozen=True)
+class ChunkOutput:
+    """What a chunk stage's data step made: its output object (``None``: none) and details for its row."""
+
+    key: str | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class ChunkStage(StageBase, Generic[E]):
+    """A stage that runs once per chunk; subclasses write :meth:`work`, :meth:`passthrough`, :meth:`next_event`."""
+
+    async def handle(self, event: E, attempt: int) -> None:
+        state = self.job(event.job_id)
+        if await self.run_blocking(state.is_marked, "failed"):
+            return
+        manifest = await self.manifest(event.job_id)
+        choice = self.engine_of(manifest)
+        index = int(event.chunk_index)  # type: ignore[attr-defined]
         row = await self.run_blocking(state.read_row, index)
-        if self.name in row.outputs and await self.run_blocking(state.is_done, self.name, index):
-            return row.outputs[self.name], row
-        return None, row
+        if not await self.run_blocking(state.is_done, self.name, index):
+            started = time.perf_counter()
+            if choice is not None and choice.model is None:
+                output = ChunkOutput(self.passthrough(event))
+            else:
+                output = await self.work(event, manifest, choice)
+            details = {**output.details, **({"engine": choice.name} if choice is not None else {})}
+            row = await self.run_blocking(self._record, state, row, output.key, time.perf_counter() - started,
+                                          details)
+        await self.publisher.publish(self.next_event(event, manifest, row))
+        await self.publisher.publish(self.chunk_status(event))
 
-    async def record_chunk(self, state: JobState, index: int, key: str | None, seconds: float,
-                           **details: Any) -> None:
-        """Record this stage's output of a chunk in its row, then write the done marker."""
+    def engine_of(self, manifest: dict[str, Any]) -> EngineInfo | None:
+        """The job's engine for this stage (``None`` for a stage without one)."""
+        kind = self.info.engine_kind
+        return None if kind is None else engine(kind, manifest["engines"][kind])
 
-        def write() -> None:
-            row = state.read_row(index)
-            row.stage = self.name
-            if key is not None:
-                row.outputs[self.name] = key
-            row.timings_s[self.name] = seconds
-            row.details.update(details)
-            state.write_row(row)
-            state.mark_done(self.name, index)
+    @abstractmethod
+    async def work(self, event: E, manifest: dict[str, Any], choice: EngineInfo | None) -> ChunkOutput:
+        """The data step for one chunk with the job's engine (never ``none``)."""
 
-        await self.run_blocking(write)
+    def passthrough(self, event: E) -> str | None:
+        """The output key when the engine is ``none``: the stage's input, unchanged (``None``: no object)."""
+        raise InputError(f"{self.name} has no engine 'none'", "choose one of its engines")
 
-    # --- progress ----------------------------------------------------------------
+    @abstractmethod
+    def next_event(self, event: E, manifest: dict[str, Any], row: ChunkRow) -> Envelope:
+        """The next event, from the chunk's recorded row only."""
 
-    async def emit_status(self, job_id: str, status: StatusCode, fraction: float,
-                          chunks_done: int = 0, chunks_total: int = 0, message: str | None = None) -> None:
-        await self.publisher.publish(
-            DubStatus(
-                job_id=job_id,
-                status=status,
-                stage=self.name,  # type: ignore[arg-type]
-                chunks_done=chunks_done,
-                chunks_total=chunks_total,
-                progress=job_progress(self.name, fraction),
-                message=message,
-            )
-        )
+    def output_uri(self, row: ChunkRow) -> str | None:
+        """The URI of this stage's recorded output of the chunk (``None`` if it made none)."""
+        key = row.outputs.get(self.name)
+        return None if key is None else self.store.uri(key)
 
-    async def emit_chunk_status(self, job_id: str, status: StatusCode, n_chunks: int) -> None:
-        done = await self.run_blocking(self.job(job_id).count_done, self.name)
-        await self.emit_status(job_id, status, done / n_chunks, done, n_chunks)
+    def _record(self, state: JobState, row: ChunkRow, key: str | None, seconds: float,
+                details: dict[str, Any]) -> ChunkRow:
+        """The output and details in the chunk's row, then the done marker (written last)."""
+        row.stage = self.name
+        if key is not None:
+            row.outputs[self.name] = key
+        row.timings_s[self.name] = seconds
+        row.details[self.name] = details
+        state.write_row(row)
+        state.mark_done(self.name, row.chunk_index)
+        return row
 
+    def chunk_status(self, event: E) -> DubStatus:
+        """This chunk's ``dub.status``. Its ``progress`` is what this one event proves: ingest
+        and chunking done, and this chunk through every chunk stage up to this one; followers
+        that see all of a job's statuses count the chunks (``handlers.progress``)."""
+        n = int(event.n_chunks)  # type: ignore[attr-defined]
+        planned = STAGE_NAMES[: STAGE_NAMES.index(CHUNK_STAGES[0])]  # the job-level stages that made the chunks
+        through = CHUNK_STAGES[: CHUNK_STAGES.index(self.name) + 1]
+        proven = {**dict.fromkeys(planned, 1.0), **{s: 1.0 / n for s in through}}
+        return DubStatus(job_id=event.job_id, status=self.info.done, stage=self.name,
+                         chunk_index=int(event.chunk_index), chunks_total=n,  # type: ignore[attr-defined]
+                         progress=job_progress(proven))

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
-from scipy.signal import resample_poly
+
+from engines.dsp import resample
 
 VAD_RATE = 16000
 VAD_WINDOW = 512  # samples per probability at 16 kHz (32 ms), fixed by the model
@@ -36,7 +37,7 @@ def speech_probabilities(audio: np.ndarray, rate: int) -> tuple[np.ndarray, floa
 
     mono = np.asarray(audio, dtype=np.float32)
     if rate != VAD_RATE:
-        mono = resample_poly(mono, VAD_RATE, rate).astype(np.float32)
+        mono = resample(mono, rate, VAD_RATE)
     if mono.size < VAD_WINDOW:
         return np.zeros(1, dtype=np.float32), VAD_WINDOW / VAD_RATE
     with _lock, torch.no_grad():

@@ -16,17 +16,11 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from handlers.qc_checks import MIN_FACE_SHARE, loudness_series, waveform_series
-from handlers.runtime.mix import loudness_profile
-from handlers.runtime import keys
-from handlers.runtime.errors import InputError, ObjectNotFound
-from handlers.runtime.objectstore import ObjectStore
-from handlers.runtime.settings import Settings
+from handlers.quality.verdicts import MIN_FACE_SHARE
 
 # --- page geometry (px, in the SVG's own coordinates; the SVG scales to the page) -----
 CHART_WIDTH = 960
@@ -432,53 +426,3 @@ positive: the picture is late · grey: lips barely follow the dub (correlation b
 <p class="legend">stage time: {_e(timings or "–")}</p>
 </body></html>
 """
-
-
-# --- from the store -------------------------------------------------------------------
-
-
-def load_report(store: ObjectStore, job_id: str) -> dict[str, Any]:
-    """A job's ``qc.json`` from the store, with plot series recomputed from ``mix.wav`` if absent."""
-    import io
-
-    import orjson
-    import soundfile as sf
-
-    try:
-        report = orjson.loads(store.get_bytes(keys.qc_key(job_id)))
-    except ObjectNotFound as exc:
-        raise InputError(f"job {job_id} has no QC report in the object store",
-                         "check the job id (and POLYDUB_OBJECT_STORE); QC runs after merging") from exc
-    if not report.get("series") or "segments" not in report:
-        if "segments" not in report:
-            raise InputError(f"the QC report of job {job_id} predates the measurements the page shows",
-                             "rerun the job to measure it again")
-        audio, rate = sf.read(io.BytesIO(store.get_bytes(keys.output_key(job_id, "mix.wav"))), dtype="float32",
-                              always_2d=False)
-        mono = audio.mean(axis=1) if audio.ndim > 1 else audio
-        _, momentary = loudness_profile(mono, int(rate))
-        report["series"] = {"waveform": waveform_series(mono, int(rate)), "loudness": loudness_series(momentary)}
-    return report
-
-
-def write_job_report(settings: Settings, job_id: str, out_dir: Path, store_dir: Path | None = None) -> Path:
-    """Render ``OUT_DIR/{job}.qc.html`` (and the ``qc.json`` beside it) from the job's stored files.
-
-    ``store_dir`` reads a local object-store folder instead of the configured store (a
-    copy of a finished job, or ``polydub run``'s ``.polydub/store``).
-    """
-    from handlers.runtime.keys import validate_job_id
-    from handlers.runtime.objectstore import open_store
-
-    validate_job_id(job_id)
-    if store_dir is not None:
-        if not store_dir.is_dir():
-            raise InputError(f"no object-store folder at {store_dir}", "pass the folder that holds jobs/")
-        settings = settings.model_copy(update={"object_store": "local", "local_store_dir": store_dir})
-    store = open_store(settings)
-    report = load_report(store, job_id)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    page = out_dir / f"{job_id}.qc.html"
-    page.write_text(render_html(report), encoding="utf-8")
-    (out_dir / f"{job_id}.qc.json").write_bytes(store.get_bytes(keys.qc_key(job_id)))
-    return page

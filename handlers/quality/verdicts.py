@@ -1,0 +1,255 @@
+"""QC's verdicts: one :class:`Check` per question, over the measurements and the thresholds.
+
+Every check yields a :class:`Check`: passed or not, whether it *gates* delivery
+(a failed gate fails the job with ``QC_FAILED``; anything else failed is a
+warning), the headline value and a reason a person can act on. Pure: tests feed
+measurements with known defects and check each verdict and its reason.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from handlers.quality.measurements import ChunkSync, Measurements
+from handlers.quality.signals import MIN_SPEECH_S
+from handlers.quality.thresholds import Thresholds
+
+#: A chunk whose frames show a face less than this share of the time is flagged "no face".
+MIN_FACE_SHARE = 0.5
+
+
+@dataclass
+class Check:
+    """One measurement, its verdict and why."""
+
+    name: str
+    passed: bool
+    gate: bool
+    value: float | None
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate_checks(m: Measurements, t: Thresholds) -> list[Check]:
+    """Every QC verdict over the measurements; pure, so tests can feed it defects."""
+    return [
+        _duration(m),
+        _streams(m),
+        _speech_present(m),
+        _silence_gaps(m, t),
+        _clipping(m, t),
+        _headroom(m),
+        _loudness(m, t),
+        _true_peak(m, t),
+        _timing(m, t),
+        _speedup(m, t),
+        _similarity(m, t),
+        _av_sync(m, t),
+        _faces(m, t),
+        _intelligibility(m, t),
+    ]
+
+
+def _duration(m: Measurements) -> Check:
+    frame = 1.0 / m.fps
+    drift = m.output.duration_s - m.source_duration_s
+    ok = abs(drift) <= frame + 1e-6
+    reason = (f"output is {m.output.duration_s:.3f} s, source {m.source_duration_s:.3f} s"
+              + ("" if ok else f": {abs(drift):.3f} s {'longer' if drift > 0 else 'shorter'}")
+              + f" (tolerance one frame, {frame:.3f} s)")
+    return Check("duration", ok, True, abs(drift), reason,
+                 {"output_s": m.output.duration_s, "source_s": m.source_duration_s})
+
+
+def _streams(m: Measurements) -> Check:
+    o = m.output
+    problems = []
+    if not o.has_video:
+        problems.append("no video stream")
+    elif o.video_codec != "h264":
+        problems.append(f"video is {o.video_codec}, not H.264")
+    if not o.has_audio:
+        problems.append("no audio stream")
+    elif o.audio_codec != "aac":
+        problems.append(f"audio is {o.audio_codec}, not AAC")
+    reason = "H.264 video and AAC audio" if not problems else "; ".join(problems) + " (H.264 + AAC required)"
+    return Check("streams", not problems, True, None, reason,
+                 {"video_codec": o.video_codec, "audio_codec": o.audio_codec})
+
+
+def _speech_present(m: Measurements) -> Check:
+    silent = [s.index for s in m.segments if s.speech_in_slot_s < MIN_SPEECH_S]
+    reason = ("every segment has speech in its slot" if not silent
+              else f"segment(s) {_numbers(silent)} have no speech in their slot")
+    return Check("speech_present", not silent, True, float(len(m.segments) - len(silent)), reason,
+                 {"silent_segments": silent})
+
+
+def _silence_gaps(m: Measurements, t: Thresholds) -> Check:
+    gaps = [{"segment": s.index, "gap_s": round(s.longest_gap_s, 3)} for s in m.segments
+            if s.longest_gap_s > t.max_silence_gap_s]
+    longest = max((s.longest_gap_s for s in m.segments), default=0.0)
+    reason = (f"no silence longer than {t.max_silence_gap_s:.2f} s inside any segment's speech" if not gaps
+              else "speech drops out inside segment(s) "
+              + ", ".join(f"{g['segment']} ({g['gap_s']:.2f} s)" for g in gaps)
+              + f"; limit {t.max_silence_gap_s:.2f} s")
+    return Check("silence_gaps", not gaps, True, longest, reason, {"gaps": gaps})
+
+
+def _clipping(m: Measurements, t: Thresholds) -> Check:
+    lo = m.loudness
+    share_mix = lo.mix_clipped / max(1, lo.mix_samples)
+    share_dub = lo.dub_clipped / max(1, lo.dub_samples)
+    worst = max(share_mix, share_dub)
+    ok = worst <= t.max_clipped_share
+    if lo.mix_clipped == 0 and lo.dub_clipped == 0:
+        reason = "no clipped samples in the mix or the dub track"
+    else:
+        reason = (f"{lo.dub_clipped} clipped samples in the dub track ({share_dub:.3%}), "
+                  f"{lo.mix_clipped} in the mix ({share_mix:.3%}); limit {t.max_clipped_share:.3%}")
+    return Check("clipping", ok, True, worst, reason,
+                 {"mix_clipped": lo.mix_clipped, "dub_clipped": lo.dub_clipped})
+
+
+def _headroom(m: Measurements) -> Check:
+    """Float overs in the dub track: harmless in the mix (normalised), a clip in a fixed-point export."""
+    peak = m.loudness.dub_peak_dbfs
+    ok = not peak > 0.0
+    shown = f"{peak:+.1f} dBFS" if math.isfinite(peak) else "silent"
+    reason = (f"dub track peaks at {shown}" if ok else
+              f"dub track peaks at {shown}, above full scale: the float WAV keeps it and the mix is "
+              "normalised under the ceiling, but a fixed-point export of dub.wav would clip")
+    return Check("dub_headroom", ok, False, peak if math.isfinite(peak) else None, reason)
+
+
+def _loudness(m: Measurements, t: Thresholds) -> Check:
+    lufs = m.loudness.mix_lufs
+    if not math.isfinite(lufs):
+        return Check("loudness", False, True, None, "the mix is silent: no loudness to measure",
+                     {"target_lufs": t.loudness_target_lufs})
+    off = lufs - t.loudness_target_lufs
+    ok = abs(off) <= t.loudness_tolerance_lu
+    reason = (f"mix is {lufs:.1f} LUFS, target {t.loudness_target_lufs:.1f} LUFS"
+              + ("" if ok else f": {abs(off):.1f} LU too {'loud' if off > 0 else 'quiet'}")
+              + f" (tolerance {t.loudness_tolerance_lu:.1f} LU); dub track {m.loudness.dub_lufs:.1f} LUFS")
+    return Check("loudness", ok, True, lufs, reason,
+                 {"target_lufs": t.loudness_target_lufs, "dub_lufs": m.loudness.dub_lufs})
+
+
+def _true_peak(m: Measurements, t: Thresholds) -> Check:
+    tp = m.loudness.true_peak_dbtp
+    limit = t.true_peak_ceiling_dbfs + t.true_peak_tolerance_db
+    ok = tp <= limit
+    shown = f"{tp:.1f} dBTP" if math.isfinite(tp) else "silent"
+    reason = (f"true peak of the mix is {shown}, ceiling {t.true_peak_ceiling_dbfs:.1f} dBTP"
+              + ("" if ok else f" (fails above {limit:.1f} dBTP)"))
+    return Check("true_peak", ok, True, tp if math.isfinite(tp) else None, reason)
+
+
+def _timing(m: Measurements, t: Thresholds) -> Check:
+    """Share of segments on time; segments without speech are ``speech_present``'s to report."""
+    timed = [s for s in m.segments if s.speech_start_s is not None]
+    late = [s for s in timed if not s.on_time]
+    n = len(timed)
+    share = (n - len(late)) / n if n else 1.0
+    ok = share >= t.timing_min_share
+    parts = []
+    for s in late[:5]:
+        if s.overflow_s > 0:
+            parts.append(f"{s.index} (runs {s.overflow_s:.2f} s into the next segment)")
+        elif abs(s.start_offset_s or 0.0) > t.timing_tolerance_s:
+            parts.append(f"{s.index} (starts {s.start_offset_s:+.2f} s from its slot)")
+        else:
+            parts.append(f"{s.index} (ends {s.end_offset_s:+.2f} s after its slot)")
+    more = f" and {len(late) - 5} more" if len(late) > 5 else ""
+    untimed = len(m.segments) - n
+    reason = (f"{n - len(late)} of {n} segments with speech on time (within {t.timing_tolerance_s:.2f} s), "
+              f"{share:.0%}; at least {t.timing_min_share:.0%} required"
+              + (f"; off: {', '.join(parts)}{more}" if late else "")
+              + (f"; {untimed} without speech not timed" if untimed else ""))
+    return Check("timing", ok, True, share, reason, {"off_time": [s.index for s in late]})
+
+
+def _speedup(m: Measurements, t: Thresholds) -> Check:
+    fast = [(s.index, s.speedup) for s in m.segments if s.speedup is not None and s.speedup > t.speedup_warn]
+    top = max((s.speedup for s in m.segments if s.speedup is not None), default=1.0)
+    reason = (f"largest speed-up {top:.2f}x (warns above {t.speedup_warn:.2f}x)" if not fast
+              else "speech sped up beyond " + f"{t.speedup_warn:.2f}x in segment(s) "
+              + ", ".join(f"{i} ({v:.2f}x)" for i, v in fast) + ": it may be hard to follow")
+    return Check("speedup", not fast, False, top, reason, {"fast": [i for i, _ in fast]})
+
+
+def _similarity(m: Measurements, t: Thresholds) -> Check:
+    if not m.speakers:
+        return Check("speaker_similarity", False, t.similarity_gates, None, "no speaker's speech could be measured")
+    low = [s for s in m.speakers if s.after < t.similarity_min]
+    worst = min(s.after for s in m.speakers)
+    described = ", ".join(
+        f"{s.speaker} {s.after:.2f}" + (f" (before VC {s.before:.2f})" if s.before is not None else "")
+        for s in m.speakers
+    )
+    reason = (f"similarity to the speaker's reference: {described}; "
+              f"{t.engine_set} engines need at least {t.similarity_min:.2f}")
+    if low:
+        reason = f"voice does not match speaker(s) {', '.join(s.speaker for s in low)}: " + reason
+    if not t.similarity_gates:
+        reason += " (voice conversion is off: reported, not gated)"
+    return Check("speaker_similarity", not low, t.similarity_gates, worst, reason,
+                 {"minimum": t.similarity_min, "engine_set": t.engine_set})
+
+
+def _av_sync(m: Measurements, t: Thresholds) -> Check:
+    measured = [c for c in m.sync if _sync_measurable(c, t)]
+    off = [c for c in measured if abs(c.offset_s or 0.0) > t.av_offset_max_s]
+    worst = max((abs(c.offset_s or 0.0) for c in measured), default=None)
+    bound_ms = t.av_offset_max_s * 1000
+    if not measured:
+        reason = "no chunk had a face and speech to measure lip sync on"
+    elif off:
+        reason = ("lips out of sync with the dub in chunk(s) "
+                  + ", ".join(f"{c.chunk_index} ({1000 * (c.offset_s or 0.0):+.0f} ms)" for c in off)
+                  + f"; bound ±{bound_ms:.0f} ms (+: picture late)")
+    else:
+        reason = f"{len(measured)} chunk(s) in sync, worst {1000 * (worst or 0.0):.0f} ms (bound ±{bound_ms:.0f} ms)"
+    if not t.av_gates:
+        reason += " (lip sync is off: reported, not gated)"
+    return Check("av_sync", not off, t.av_gates, worst, reason,
+                 {"out_of_sync": [c.chunk_index for c in off], "bound_s": t.av_offset_max_s})
+
+
+def _sync_measurable(c: ChunkSync, t: Thresholds) -> bool:
+    """A chunk's offset counts when it shows a face and its lips follow the dub at all."""
+    return (c.offset_s is not None and c.frames > 0 and c.face_frames / c.frames >= MIN_FACE_SHARE
+            and (c.correlation or 0.0) >= t.av_min_correlation)
+
+
+def _faces(m: Measurements, t: Thresholds) -> Check:
+    no_face = [c.chunk_index for c in m.sync if c.frames and c.face_frames / c.frames < MIN_FACE_SHARE]
+    weak = [c.chunk_index for c in m.sync if c.chunk_index not in no_face and c.offset_s is not None
+            and (c.correlation or 0.0) < t.av_min_correlation]
+    problems = []
+    if no_face:
+        problems.append(f"no face found in chunk(s) {_numbers(no_face)}")
+    if weak:
+        problems.append(f"lips do not follow the dub in chunk(s) {_numbers(weak)} "
+                        f"(correlation below {t.av_min_correlation:.2f})")
+    reason = "; ".join(problems) if problems else f"a face with moving lips in all {len(m.sync)} chunk(s)"
+    return Check("faces", not problems, False, float(len(m.sync) - len(no_face)), reason,
+                 {"no_face": no_face, "weak": weak})
+
+
+def _intelligibility(m: Measurements, t: Thresholds) -> Check:
+    i = m.intelligibility
+    if not i.measured or i.error_rate is None:
+        return Check("intelligibility", True, False, None, i.reason)
+    ok = i.error_rate <= t.asr_max_error_rate
+    reason = (f"{i.metric.upper()} {i.error_rate:.1%} of the re-transcribed dub against the subtitles "
+              f"(limit {t.asr_max_error_rate:.0%})")
+    return Check("intelligibility", ok, True, i.error_rate, reason, {"metric": i.metric})
+
+
+def _numbers(values: Sequence[int]) -> str:
+    return ", ".join(str(v) for v in values)
