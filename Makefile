@@ -43,7 +43,7 @@ generate: venv
 	$(BIN)/python -m schemas.generate
 	$(BIN)/python -m serving.configs
 	$(BIN)/python -m handlers.asyncapi
-	$(BIN)/python -m infra.docs
+	$(BIN)/python -m handlers.docs
 
 clean:
 	rm -rf $(VENV) .polydub out

@@ -278,7 +278,7 @@ class Context:
     def start_triton(self, models: Sequence[str], variant: str = "checked_in",
                      parameters: dict[str, dict[str, str]] | None = None) -> Any:
         """A new Triton over the checked-in repository loading ``models`` (the caller stops it)."""
-        from infra.stack import TritonServer
+        from infra.triton import TritonServer
         from serving import MODEL_REPOSITORY
         from serving.configs import CPU_CONFIG_NAME
 

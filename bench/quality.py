@@ -10,11 +10,13 @@
   speeds up to fit a slot, for the targets below 1x.
 * ``lipsync``: does the warped mouth open with the dub? Correlation per frame between the
   mouth-opening signal measured in the output video and the audio envelope, and the AV
-  offset that best aligns them (0 frames is in sync).
+  offset that best aligns the mouth with the dub's level, as QC measures it
+  (``handlers.quality.signals.av_offset``, refined between frames; reported in frames, 0 is in sync).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -90,7 +92,7 @@ def _error_pct(samples: int, rate: int, target_s: float) -> float:
 @benchmark("duration")
 def duration_control(ctx: Context) -> list[Row]:
     """eSpeak duration control: error (%) against targets of 0.8x..1.3x the natural length."""
-    from engines.espeak import EspeakTTS
+    from engines.espeak.tts import EspeakTTS
     from handlers.sample import PHRASES
 
     tts = EspeakTTS()
@@ -123,17 +125,13 @@ def duration_control(ctx: Context) -> list[Row]:
     return rows
 
 
-def _per_frame_rms(audio: np.ndarray, rate: int, fps: float, n_frames: int) -> np.ndarray:
-    """Linear RMS of the audio over each frame's span ``[i/fps, (i+1)/fps)``."""
-    edges = np.round(np.arange(n_frames + 1) * rate / fps).astype(int)
-    return np.array([float(np.sqrt(np.mean(audio[a:b] ** 2))) if b > a and b <= audio.size else 0.0
-                     for a, b in zip(edges[:-1], edges[1:])])
-
-
 @benchmark("lipsync")
 def lipsync_sync(ctx: Context) -> list[Row]:
     """Mouth-warp lip sync: mouth opening vs dub audio envelope (correlation, AV offset)."""
-    from engines.mouthwarp import FaceTracker, estimate_av_offset, frame_levels_db, measure_mouth_signal
+    from engines.dsp import frame_rms
+    from engines.mouthwarp.measure import frame_levels_db, measure_mouth_signal
+    from engines.mouthwarp.tracker import FaceTracker
+    from handlers.quality.signals import av_offset
 
     media = ctx.sample
     rate, fps = media.sample_rate, media.fps
@@ -150,16 +148,18 @@ def lipsync_sync(ctx: Context) -> list[Row]:
         rendered.append(out["FRAMES"][0, : int(out["FRAMES_LENGTH"][0, 0])])
     frames = np.concatenate(rendered)
     mouth = measure_mouth_signal(frames, FaceTracker())
-    rms = _per_frame_rms(audio, rate, fps, n_frames)
+    rms = frame_rms(audio, rate, 1.0 / fps, n_frames)
     level_db = frame_levels_db(audio, rate, fps, n_frames)
     ok = np.isfinite(mouth)
-    lag, r_best = estimate_av_offset(mouth, rms, MAX_LAG_FRAMES)
+    # The offset QC reports (refined between frames), shown here in frames.
+    offset_s, r_best, _ = av_offset(mouth, level_db, fps, MAX_LAG_FRAMES)
+    lag = math.nan if offset_s is None else offset_s * fps
     case = "lipsync_mouthwarp/sample_face"
     return [
         Row("lipsync", case, "r_mouth_vs_rms", float(np.corrcoef(mouth[ok], rms[ok])[0, 1]), "pearson", int(ok.sum())),
         Row("lipsync", case, "r_mouth_vs_level_db", float(np.corrcoef(mouth[ok], level_db[ok])[0, 1]), "pearson",
             int(ok.sum())),
         Row("lipsync", case, "av_offset", float(lag), "frames", int(ok.sum())),
-        Row("lipsync", case, "r_at_best_offset", r_best, "pearson", int(ok.sum())),
+        Row("lipsync", case, "r_at_best_offset", math.nan if r_best is None else r_best, "pearson", int(ok.sum())),
         Row("lipsync", case, "face_frames_fraction", float(ok.mean()), "fraction", n_frames),
     ]

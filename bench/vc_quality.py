@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from engines.espeak import EspeakTTS
+from engines.espeak.tts import EspeakTTS
 from engines.speaker import SpeakerEncoder, similarity
 from engines.world_vc import (
     SpeakerStats,

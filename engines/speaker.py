@@ -9,7 +9,7 @@ the weights load with ``strict=True`` (a renamed or reshaped tensor fails loudly
 
 Pipeline (per item, mirroring ``resemblyzer.preprocess_wav`` + ``VoiceEncoder.embed_utterance``):
 
-1. resample to 16 kHz (``scipy.signal.resample_poly``);
+1. resample to 16 kHz (:func:`engines.dsp.resample`, polyphase);
 2. raise the level to -30 dBFS when quieter (increase only, as Resemblyzer does: loud input
    is left alone);
 3. trim long silences. Resemblyzer uses webrtcvad on 30 ms windows; we use an *energy* mask on
@@ -43,8 +43,10 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 from scipy.ndimage import binary_dilation
-from scipy.signal import get_window, resample_poly
+from scipy.signal import get_window
 from torch import nn
+
+from engines.dsp import resample
 
 __all__ = [
     "EMBEDDING_SIZE",
@@ -266,15 +268,6 @@ def _partial_slices(n_samples: int, rate: float, min_coverage: float) -> list[sl
     return slices
 
 
-def resample_to(wav: NDArray[np.floating], sample_rate: int, target_rate: int = SAMPLE_RATE) -> NDArray[np.float64]:
-    """Polyphase resampling (``scipy.signal.resample_poly``) by the reduced ratio of the rates."""
-    wav = np.asarray(wav, dtype=np.float64)
-    if sample_rate == target_rate:
-        return wav
-    g = math.gcd(int(sample_rate), int(target_rate))
-    return resample_poly(wav, target_rate // g, int(sample_rate) // g)
-
-
 # --------------------------------------------------------------------------- model
 
 
@@ -333,7 +326,7 @@ class SpeakerEncoder(nn.Module):
         """
         cfg = self.config
         raw = np.asarray(wav, dtype=np.float64).reshape(-1)
-        audio = resample_to(raw, sample_rate, SAMPLE_RATE)
+        audio = resample(raw, sample_rate, SAMPLE_RATE, dtype=np.float64)
         audio = _normalize_volume(audio, cfg.target_dbfs, cfg.increase_only)
         if cfg.trim_silence:
             mask, n_speech = _speech_mask(audio, cfg)

@@ -55,6 +55,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.ndimage import gaussian_filter1d
 
+from engines.dsp import fit_length
+
 with warnings.catch_warnings():
     # pyworld's __init__ imports pkg_resources only to read its own version, which warns on
     # recent setuptools; the warning is about pyworld's packaging, not about our use of it.
@@ -465,11 +467,6 @@ def _voicing_weight(f0: NDArray[np.float64], config: WorldVCConfig) -> NDArray[n
     return 1.0 - config.correction_voiced_only * (1.0 - smooth)
 
 
-def _fit_length(y: NDArray[np.float64], n: int) -> NDArray[np.float64]:
-    """Cut or zero-pad WORLD's frame-quantised output to exactly ``n`` samples."""
-    return y[:n] if len(y) >= n else np.pad(y, (0, n - len(y)))
-
-
 def _map_f0(f0: NDArray[np.float64], src: SpeakerStats, tgt: SpeakerStats,
             config: WorldVCConfig) -> NDArray[np.float64]:
     """Gaussian log-F0 mapping of voiced frames; unvoiced frames stay 0."""
@@ -508,7 +505,7 @@ def convert_features(feats: WorldFeatures, src_stats: SpeakerStats | None, tgt_s
     f0 = _map_f0(feats.f0, src, tgt_stats, cfg)
     y = pyworld.synthesize(f0, np.ascontiguousarray(np.exp(log_env)), feats.aperiodicity,
                            sample_rate, cfg.frame_period_ms)
-    return _fit_length(y, n)
+    return fit_length(y, n)
 
 
 def _check_batch(waves: ArrayLike, lengths: ArrayLike | None) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
@@ -573,5 +570,5 @@ def shift_voice(waves: ArrayLike, lengths: ArrayLike | None, sample_rate: int, p
         log_env = _warp_log_envelope(np.log(np.maximum(feats.envelope, ENVELOPE_FLOOR)), formant_ratio)
         y = pyworld.synthesize(feats.f0 * pitch_ratio, np.ascontiguousarray(np.exp(log_env)),
                                feats.aperiodicity, sample_rate, cfg.frame_period_ms)
-        out[i, :n] = _fit_length(y, int(n))
+        out[i, :n] = fit_length(y, int(n))
     return out

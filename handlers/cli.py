@@ -84,16 +84,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
-    from infra import stack
+    from handlers import localstack
 
     settings = get_settings()
-    services = tuple(args.services.split(",")) if args.services else stack.SERVICES
+    services = tuple(args.services.split(",")) if args.services else localstack.SERVICES
     if args.action == "up":
-        stack.stack_up(settings, services)
+        localstack.stack_up(settings, services)
     elif args.action == "down":
-        stack.stack_down(settings)
+        localstack.stack_down(settings)
     else:
-        stack.stack_status(settings)
+        localstack.stack_status(settings)
     return 0
 
 

@@ -109,8 +109,8 @@ async def submit_job(
 
     from handlers.app import build_broker
     from handlers.inputs import validate_inputs
+    from handlers.localstack import ensure_topics
     from handlers.runtime.telemetry import start_span
-    from infra.topics import ensure_topics
 
     validate_inputs(video, subtitles)
     job_id = keys.validate_job_id(job_id or new_job_id())
@@ -137,7 +137,7 @@ async def submit_job(
             )
             try:
                 # Producing to a missing topic would auto-create it with the broker's defaults.
-                await ensure_topics(settings.bootstrap_servers, settings.topic_prefix)
+                await ensure_topics(settings)
                 async with broker:  # connects
                     with start_span("job", job_id=job_id, target_lang=target_lang):
                         await deps.publisher.publish(event)

@@ -61,16 +61,14 @@ async def run_job(
     timeout_s: float | None = None,
 ) -> RunResult:
     """Dub ``video`` end to end on this machine; raises :class:`JobFailed` on ``dub.failed``."""
-    from infra.stack import BrokerServer
-    from infra.topics import ensure_topics
-
     from handlers.inputs import validate_inputs
+    from handlers.localstack import ensure_topics, start_embedded_broker
 
     # Fail fast, before any server starts, on the mistakes a person can fix.
     validate_inputs(video, subtitles)
     job_id = f"run-{uuid.uuid4().hex[:12]}"
     with tempfile.TemporaryDirectory(prefix="polydub-run-") as tmp:
-        server = BrokerServer(Path(tmp) / "broker").start()
+        server = start_embedded_broker(Path(tmp) / "broker")
         try:
             local = settings.model_copy(update={
                 "bootstrap_servers": server.bootstrap_servers,
@@ -81,7 +79,7 @@ async def run_job(
                 # makes Tansu's first-join window short, nothing else.
                 "consumer_session_timeout_ms": EMBEDDED_SESSION_TIMEOUT_MS,
             })
-            await ensure_topics(local.bootstrap_servers)
+            await ensure_topics(local)
             return await _run(job_id, video, subtitles, target_lang, output, engines, local,
                               progress=progress, timeout_s=timeout_s)
         finally:

@@ -21,8 +21,8 @@ Any length from :data:`MIN_SECONDS` to hours: the phrases cycle, frames are stre
 encoder one at a time, and the audio is one float32 array (4 bytes x rate x seconds).
 The same arguments give the same audio and frames (seeded noise, deterministic eSpeak).
 
-This is a developer tool, not a pipeline stage: it calls the eSpeak engine directly
-instead of through the inference client.
+This is a developer tool, not a pipeline stage; like the stages, it reaches the eSpeak
+model only through the in-process inference client (``tts_espeak``).
 """
 
 from __future__ import annotations
@@ -39,9 +39,14 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.signal import lfilter
 
+from engines.dsp import frame_rms, resample
 from handlers.runtime.errors import InputError
+from handlers.runtime.inference import LocalInferenceClient
 from handlers.runtime.media import encode_mp4
 from handlers.runtime.subtitles import Segment, to_srt
+from serving.batching import join_items, split_batch
+from serving.interfaces import TTS_INPUTS, TTS_OUTPUTS
+from serving.specs import scalar
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +289,19 @@ def background(n_samples: int, sample_rate: int, seed: int = BACKGROUND_SEED) ->
     return out
 
 
+def _speak(texts: Sequence[str], lang: str, sample_rate: int) -> list[NDArray[np.float32]]:
+    """The sample's speaker saying each text at its natural pace, at ``sample_rate``.
+
+    Through ``tts_espeak`` in process (eSpeak runs on the CPU, so no device is probed),
+    then resampled from the model's rate.
+    """
+    items = [{"TEXT": text, "LANG": lang, "VOICE": SPEAKER_VARIANT, "PITCH_HZ": np.float32(SPEAKER_PITCH_HZ)}
+             for text in texts]
+    out = LocalInferenceClient(device="cpu").infer_sync("tts_espeak", join_items(items, TTS_INPUTS))
+    return [resample(item["WAVEFORM"], int(scalar(item, "SAMPLE_RATE")), sample_rate)
+            for item in split_batch(out, TTS_OUTPUTS)]
+
+
 def build_track(
     target_lang: str,
     seconds: float,
@@ -291,8 +309,6 @@ def build_track(
     sample_rate: int = DEFAULT_AUDIO_RATE,
 ) -> SampleTrack:
     """Speech, background and subtitle cues of a sample of ``seconds`` seconds."""
-    from engines.espeak import EspeakConfig, EspeakTTS
-
     source = resolve_source_lang(target_lang, source_lang)
     if not math.isfinite(seconds) or seconds < MIN_SECONDS:
         raise InputError(
@@ -301,10 +317,7 @@ def build_track(
         )
     spoken_table, target_table = PHRASES[source], PHRASES[target_lang]
     n = len(spoken_table)
-    tts = EspeakTTS(EspeakConfig(sample_rate=sample_rate))
-    waves, lengths = tts.synthesize(
-        list(spoken_table), [source] * n, None, np.full(n, SPEAKER_PITCH_HZ), [SPEAKER_VARIANT] * n
-    )
+    waves = _speak(spoken_table, source, sample_rate)
 
     total = int(round(seconds * sample_rate))
     speech = np.zeros(total, dtype=np.float32)
@@ -314,11 +327,11 @@ def build_track(
     k = 0
     while True:
         i = k % n
-        length = int(lengths[i])
+        length = len(waves[i])
         start = int(round(t_ms * sample_rate / _MS))
         if start + length + MIN_TAIL_S * sample_rate > total:
             break
-        speech[start : start + length] = waves[i, :length] * SPEECH_GAIN
+        speech[start : start + length] = waves[i] * SPEECH_GAIN
         end_ms = t_ms + math.ceil(length * _MS / sample_rate)
         segments.append(Segment(index=k + 1, start_s=t_ms / _MS, end_s=end_ms / _MS, text=target_table[i]))
         spoken.append(spoken_table[i])
@@ -327,7 +340,7 @@ def build_track(
     if not segments:
         raise InputError(
             f"a sample of {seconds} s is too short for the first {source} phrase",
-            f"ask for at least {LEAD_IN_S + lengths[0] / sample_rate + MIN_TAIL_S:.1f} seconds",
+            f"ask for at least {LEAD_IN_S + len(waves[0]) / sample_rate + MIN_TAIL_S:.1f} seconds",
         )
     audio = background(total, sample_rate)
     audio += speech
@@ -381,14 +394,9 @@ def mouth_openings(speech: NDArray[np.float32], sample_rate: int, fps: float, n_
     """Opening (0 closed .. 1 open) of the mouth in each frame, from the speech loudness.
 
     Frame ``i`` is shown over ``[i/fps, (i+1)/fps)``, so its loudness is measured over that
-    interval (the envelope is taken half a frame late to centre it).
+    interval (:func:`engines.dsp.frame_rms`).
     """
-    from engines.dsp import rms_envelope
-
-    hop_s = 1.0 / fps
-    half = int(round(hop_s * sample_rate / 2))
-    env = rms_envelope(speech[half:], sample_rate, hop_s, window_s=hop_s)
-    env = np.pad(env, (0, max(0, n_frames - len(env))))[:n_frames]
+    env = frame_rms(speech, sample_rate, 1.0 / fps, n_frames).astype(np.float32)
     db = 20.0 * np.log10(np.maximum(env, 1e-9))
     return np.clip((db - MOUTH_CLOSED_DBFS) / (MOUTH_OPEN_DBFS - MOUTH_CLOSED_DBFS), 0.0, 1.0).astype(np.float32)
 

@@ -38,7 +38,7 @@ from handlers.runtime.jobstate import JobState
 from handlers.runtime.objectstore import LocalObjectStore
 from handlers.runtime.settings import Settings
 from handlers.sample import SampleFiles, make_sample
-from infra.stack import BrokerServer
+from infra.broker import BrokerServer
 from infra.topics import ensure_topics
 from schemas.events import (
     DeadLetter,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from handlers.runtime.settings import settings_markdown
-from infra.docs import render_readme
+from handlers.docs import render_readme
 
 ROOT = Path(__file__).resolve().parents[1]
 

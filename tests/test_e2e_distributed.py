@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from handlers.localstack import stack_from_settings
 from handlers.runtime.settings import Settings
 from handlers.sample import make_sample
 from infra.stack import Stack
@@ -38,7 +39,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e]
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
     run_dir = tmp_path_factory.mktemp("stack")
-    started = Stack.from_settings(Settings(stack_dir=run_dir)).start()
+    started = stack_from_settings(Settings(stack_dir=run_dir)).start()
     try:
         yield started
     finally:

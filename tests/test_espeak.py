@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines.espeak import ESPEAK_SAMPLE_RATE, EspeakConfig, EspeakTTS, _synth_raw
+from engines.espeak.library import ESPEAK_SAMPLE_RATE, synth_raw
+from engines.espeak.tts import EspeakConfig, EspeakTTS
 
 with warnings.catch_warnings():  # pyworld imports pkg_resources
     warnings.simplefilter("ignore")
@@ -193,8 +194,8 @@ def test_memory_stays_flat_over_many_syntheses() -> None:
         return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 1e6
 
     for _ in range(20):
-        _synth_raw("hello 안녕", "ko", 175, 50, 50, 100, 1)
+        synth_raw("hello 안녕", "ko", 175, 50, 50, 100, 1)
     before = rss_mb()
     for _ in range(400):
-        _synth_raw("hello 안녕", "ko", 175, 50, 50, 100, 1)
+        synth_raw("hello 안녕", "ko", 175, 50, 50, 100, 1)
     assert rss_mb() - before < 10.0

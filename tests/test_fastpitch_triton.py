@@ -22,7 +22,7 @@ from engines.fastpitch.config import FastPitchConfig, HiFiGanConfig
 from engines.fastpitch.hifigan import HiFiGan
 from engines.fastpitch.model import FastPitch
 from handlers.runtime.inference import TritonInferenceClient
-from infra.stack import TritonServer
+from infra.triton import TritonServer
 from serving import MODEL_REPOSITORY
 from serving.batching import run_batch
 from serving.catalog import build_model, model_class

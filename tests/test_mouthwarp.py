@@ -8,18 +8,13 @@ import numpy as np
 import pytest
 import skimage.data
 
-from engines.mouthwarp import (
-    FaceBox,
-    FaceTracker,
-    MouthWarp,
-    MouthWarpConfig,
-    estimate_av_offset,
-    frame_levels_db,
-    measure_mouth_signal,
-    mouth_openness,
-    mouth_region,
-    phoneme_class,
-)
+from engines.mouthwarp.config import MouthWarpConfig
+from engines.mouthwarp.geometry import mouth_region
+from engines.mouthwarp.measure import SILENCE_DB, frame_levels_db, measure_mouth_signal
+from engines.mouthwarp.openness import mouth_openness, phoneme_class
+from engines.mouthwarp.tracker import FaceBox, FaceTracker
+from engines.mouthwarp.warp import MouthWarp
+from handlers.quality.signals import MIN_SYNC_FRAMES, av_offset
 
 SR = 22_050
 FPS = 25
@@ -173,9 +168,12 @@ def test_av_offset_is_found(clip: np.ndarray, audio: np.ndarray) -> None:
     late = speech_like(delay_s=delay_frames / FPS)
     rendered = MouthWarp().render_clip(clip, late, SR, FPS)
     signal = measure_mouth_signal(rendered, FaceTracker())
-    lag, r = estimate_av_offset(signal, per_frame_rms(audio, N_FRAMES), max_lag_frames=6)
-    print(f"\nAV offset: true {delay_frames} frames, found {lag} (r = {r:.3f})")
-    assert lag == delay_frames and r > 0.6
+    # QC's offset search (handlers.quality.signals.av_offset) over the dB level of the on-time audio.
+    offset_s, r, usable = av_offset(signal, frame_levels_db(audio, SR, FPS, N_FRAMES), FPS, max_lag_frames=6)
+    assert usable >= MIN_SYNC_FRAMES and offset_s is not None and r is not None
+    lag = offset_s * FPS
+    print(f"\nAV offset: true {delay_frames} frames, found {lag:.2f} (r = {r:.3f})")
+    assert abs(lag - delay_frames) < 0.5 and r > 0.6
 
 
 def test_frame_without_face_passes_through(audio: np.ndarray) -> None:
@@ -239,6 +237,14 @@ def test_openness_frame_alignment() -> None:
     assert np.all(op[:10] == 0) and np.all(op[10:15] > 0.9)
     assert 0 < op[15] < op[14] and np.all(op[25:] == 0), "release closes the mouth smoothly, then fully"
     assert np.all((op >= 0) & (op <= 1))
+
+
+def test_frame_levels_cover_each_frame_span_from_the_first() -> None:
+    """Frame 0 counts its whole span [0, 1/fps) like every other frame; frames past the audio are silent."""
+    steady = np.full(SR, 0.1, np.float32)  # 1 s at -20 dBFS: 25 frames
+    levels = frame_levels_db(steady, SR, FPS, 30)
+    np.testing.assert_allclose(levels[:25], 20 * np.log10(0.1), atol=1e-4)
+    assert np.all(levels[25:] == SILENCE_DB)
 
 
 def test_openness_levels_and_gain() -> None:

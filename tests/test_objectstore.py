@@ -25,8 +25,10 @@ from handlers.runtime.objectstore import (
     validate_key,
 )
 from handlers.runtime.settings import Settings
-from infra.stack import SeaweedServer, free_ports, settings_from_env
-from tests.fixtures.servers import TEST_BUCKET
+from handlers.localstack import settings_from_env
+from infra.process import free_ports
+from infra.seaweed import SeaweedServer
+from tests.fixtures.servers import TEST_BUCKET, seaweed_store
 
 BAD_KEYS = [
     "",
@@ -247,7 +249,7 @@ class TestLocalObjectStore(ObjectStoreContract):
 class TestS3ObjectStore(ObjectStoreContract):
     @pytest.fixture
     def store(self, seaweed: SeaweedServer) -> S3ObjectStore:
-        return seaweed.store(TEST_BUCKET)
+        return seaweed_store(seaweed, TEST_BUCKET)
 
     def test_uri_is_s3(self, store: S3ObjectStore) -> None:
         assert store.uri(self.k("a/b")) == f"s3://{TEST_BUCKET}/{self.k('a/b')}"
@@ -258,7 +260,7 @@ class TestS3ObjectStore(ObjectStoreContract):
         store = open_store(settings)
         assert isinstance(store, S3ObjectStore)
         store.put_bytes(self.k("via-settings"), b"ok")
-        assert seaweed.store(TEST_BUCKET).get_bytes(self.k("via-settings")) == b"ok"
+        assert seaweed_store(seaweed, TEST_BUCKET).get_bytes(self.k("via-settings")) == b"ok"
 
     def test_wrong_secret_is_refused_and_not_retryable(self, seaweed: SeaweedServer) -> None:
         bad = S3ObjectStore(
@@ -274,7 +276,7 @@ class TestS3ObjectStore(ObjectStoreContract):
         assert info.value.retryable is False
 
     def test_missing_bucket_is_storage_error(self, seaweed: SeaweedServer) -> None:
-        store = seaweed.store("no-such-bucket-here")
+        store = seaweed_store(seaweed, "no-such-bucket-here")
         with pytest.raises(StorageError, match="NoSuchBucket"):
             store.get_bytes("x")
 

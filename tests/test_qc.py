@@ -21,8 +21,8 @@ import orjson
 import pytest
 from scipy.signal import resample_poly
 
-from engines.espeak import EspeakTTS
-from engines.mouthwarp import MouthWarp
+from engines.espeak.tts import EspeakTTS
+from engines.mouthwarp.warp import MouthWarp
 from handlers.cli import main as cli_main
 from handlers.quality.measure import JobMedia, check_asr_path, measure_intelligibility, measure_job
 from handlers.quality.measurements import SegmentTiming

@@ -25,23 +25,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handlers.runtime.errors import InputError
-from handlers.runtime.objectstore import open_store
-from handlers.runtime.settings import Settings
-from infra import stack as stack_module
-from schemas.topics import ALL_TOPICS
-from infra.stack import (
-    BrokerServer,
-    S3Access,
-    SeaweedServer,
-    StackError,
-    TritonServer,
+from handlers.localstack import (
     settings_from_env,
     stack_down,
+    stack_errors,
     stack_status,
     stack_up,
 )
-from tests.fixtures.servers import TEST_BUCKET, TritonFactory
+from handlers.runtime.errors import InputError
+from handlers.runtime.objectstore import open_store
+from handlers.runtime.served import models_to_load
+from handlers.runtime.settings import Settings
+from infra import process as process_module
+from infra.binaries import prepare_backend_dir
+from infra.broker import BrokerServer
+from infra.errors import StackError
+from infra.s3 import S3Access
+from infra.seaweed import SeaweedServer
+from infra.stack import Stack
+from infra.stackstate import server_from_state
+from infra.triton import TritonServer
+from schemas.topics import ALL_TOPICS
+from tests.fixtures.servers import TEST_BUCKET, TritonFactory, seaweed_store
 
 pytestmark = pytest.mark.integration
 
@@ -168,9 +173,9 @@ def test_port_taken_by_another_process_is_retried(
                 pass
 
     threading.Thread(target=accept_and_close, daemon=True).start()
-    real = stack_module.free_ports
+    real = process_module.free_ports
     picks = iter([[taken]])
-    monkeypatch.setattr(stack_module, "free_ports", lambda n: next(picks, None) or real(n))
+    monkeypatch.setattr(process_module, "free_ports", lambda n: next(picks, None) or real(n))
     try:
         server = BrokerServer(tmp_path).start()
         try:
@@ -186,7 +191,7 @@ def test_port_taken_by_another_process_is_retried(
 def test_stack_broker_on_s3_storage_survives_restart(tmp_path: Path) -> None:
     """The durable option: the stack's broker keeps its log in SeaweedFS, so a restarted
     broker serves the records acknowledged before the stop."""
-    with stack_module.Stack(tmp_path, ["seaweed", "broker"], broker_storage="s3") as stack:
+    with Stack(tmp_path, ["seaweed", "broker"], broker_storage="s3") as stack:
         broker = stack.servers["broker"]
         seaweed = stack.servers["seaweed"]
         assert isinstance(broker, BrokerServer) and isinstance(seaweed, SeaweedServer)
@@ -228,11 +233,11 @@ def test_stack_broker_on_s3_storage_survives_restart(tmp_path: Path) -> None:
         broker.start()  # same ports, same bucket
         assert broker.pid != first_pid
         assert asyncio.run(consume(partition)) == [b"r0", b"r1", b"r2"]
-        assert seaweed.store("tansu").list() != []  # the log really lives in the bucket
+        assert seaweed_store(seaweed, "tansu").list() != []  # the log really lives in the bucket
 
 
 def test_broker_on_s3_without_access_is_input_error(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="S3"):
+    with pytest.raises(InputError, match="S3"), stack_errors():
         BrokerServer(tmp_path, storage="s3://tansu/").start()
 
 
@@ -241,7 +246,7 @@ def test_broker_on_s3_without_access_is_input_error(tmp_path: Path) -> None:
 
 def test_seaweed_s3_round_trip_with_real_credentials(seaweed: SeaweedServer) -> None:
     assert seaweed.is_healthy()
-    client = seaweed.store().client
+    client = seaweed_store(seaweed).client
     assert TEST_BUCKET in {b["Name"] for b in client.list_buckets()["Buckets"]}
     body = os.urandom(100_000)
     client.put_object(Bucket=TEST_BUCKET, Key="stack-test/obj", Body=body)
@@ -332,13 +337,13 @@ def test_triton_explicit_mode_starts_with_nothing_loaded(
 
 
 def test_triton_rejects_missing_repository(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="not a folder"):
+    with pytest.raises(InputError, match="not a folder"), stack_errors():
         TritonServer(tmp_path, tmp_path / "nope").start()
 
 
 def test_backend_dir_is_symlinks_and_idempotent(tmp_path: Path) -> None:
-    dest = stack_module.prepare_backend_dir(tmp_path / "backends")
-    stack_module.prepare_backend_dir(dest)  # again: no error, same links
+    dest = prepare_backend_dir(tmp_path / "backends")
+    prepare_backend_dir(dest)  # again: no error, same links
     python = dest / "python"
     names = sorted(p.name for p in python.iterdir())
     assert names == [
@@ -389,8 +394,8 @@ def test_stack_up_status_down_detached(stack_settings: Settings) -> None:
     }
     script = textwrap.dedent(
         """
+        from handlers.localstack import stack_up
         from handlers.runtime.settings import Settings
-        from infra.stack import stack_up
         stack_up(Settings())
         """
     )
@@ -451,17 +456,17 @@ def test_stack_up_status_down_detached(stack_settings: Settings) -> None:
 
 
 def test_stack_in_process_subset_and_settings(tmp_path: Path) -> None:
-    with stack_module.Stack(tmp_path, ["broker"]) as stack:
+    with Stack(tmp_path, ["broker"]) as stack:
         env = stack.env()
         assert set(env) == {"POLYDUB_BOOTSTRAP_SERVERS"}
-        assert stack.settings().bootstrap_servers == env["POLYDUB_BOOTSTRAP_SERVERS"]
+        assert settings_from_env(stack.env()).bootstrap_servers == env["POLYDUB_BOOTSTRAP_SERVERS"]
         pid = stack.servers["broker"].pid
     assert pid is not None and pid_gone(pid)
 
 
 def test_stack_rejects_unknown_service(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="kafka"):
-        stack_module.Stack(tmp_path, ["kafka"])
+    with pytest.raises(InputError, match="kafka"), stack_errors():
+        Stack(tmp_path, ["kafka"])
 
 
 def test_s3_access_round_trips_through_state(tmp_path: Path) -> None:
@@ -469,20 +474,18 @@ def test_s3_access_round_trips_through_state(tmp_path: Path) -> None:
     access = S3Access("http://127.0.0.1:1", "ak", "sk")
     original = BrokerServer(tmp_path, ports={"kafka": 12345}, storage="s3://b/", s3=access)
     original.pid = 424242
-    rebuilt = stack_module.Server.from_state(json.loads(json.dumps(original.state())))
+    rebuilt = server_from_state(json.loads(json.dumps(original.state())))
     assert isinstance(rebuilt, BrokerServer)
     assert (rebuilt.ports, rebuilt.storage, rebuilt.s3, rebuilt.pid) == (
         {"kafka": 12345}, "s3://b/", access, 424242,
     )  # fmt: skip
     seaweed = SeaweedServer(tmp_path, buckets=("x", "y"))
-    again = stack_module.Server.from_state(json.loads(json.dumps(seaweed.state())))
+    again = server_from_state(json.loads(json.dumps(seaweed.state())))
     assert isinstance(again, SeaweedServer)
     assert (again.buckets, again.secret_key) == (("x", "y"), seaweed.secret_key)
 
 
 def test_models_to_load_skips_models_without_weights(tmp_path: Path) -> None:
-    from infra.stack import models_to_load
-
     base = Settings(triton_model_repository=REPO_ROOT / "triton_models")
     auto = models_to_load(base)
     assert "tts_espeak" in auto and "tts_fastpitch" not in auto

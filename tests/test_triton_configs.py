@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from handlers.localstack import stack_from_settings
 from handlers.runtime.settings import Settings
-from infra.stack import Stack, TritonServer
+from infra.triton import TritonServer
 from serving import MODEL_REPOSITORY
 from serving.catalog import model_class, served_model_names
 from serving.configs import CPU, CPU_CONFIG_NAME, Variant, entry_point, queue_delay_us, render_config, render_model_configs
@@ -94,7 +95,7 @@ def test_triton_selects_the_cpu_configs_by_default(tmp_path: Path) -> None:
     assert f"--model-config-name={CPU_CONFIG_NAME}" in default.command()
     gpu = TritonServer(tmp_path, MODEL_REPOSITORY, ports=ports, model_config_name="")
     assert not any(arg.startswith("--model-config-name") for arg in gpu.command())
-    stack = Stack.from_settings(Settings(stack_dir=tmp_path, triton_config_name="h100"), ["triton"])
+    stack = stack_from_settings(Settings(stack_dir=tmp_path, triton_config_name="h100"), ["triton"])
     triton = stack.servers["triton"]
     assert isinstance(triton, TritonServer) and triton.model_config_name == "h100"
     assert triton.params()["model_config_name"] == "h100", "stack status/down must rebuild it"
@@ -104,7 +105,7 @@ def test_triton_selects_the_cpu_configs_by_default(tmp_path: Path) -> None:
 def test_each_triton_stub_gets_the_configured_cpu_threads(tmp_path: Path) -> None:
     assert Settings().triton_cpu_threads == 1
     assert TritonServer(tmp_path, MODEL_REPOSITORY).environment()["OMP_NUM_THREADS"] == "1"
-    stack = Stack.from_settings(Settings(stack_dir=tmp_path, triton_cpu_threads=3), ["triton"])
+    stack = stack_from_settings(Settings(stack_dir=tmp_path, triton_cpu_threads=3), ["triton"])
     triton = stack.servers["triton"]
     assert isinstance(triton, TritonServer) and triton.environment()["OMP_NUM_THREADS"] == "3"
     assert triton.params()["cpu_threads"] == 3

@@ -24,7 +24,7 @@ import pytest
 
 from handlers.runtime.errors import InferenceError
 from handlers.runtime.inference import LocalInferenceClient, TritonInferenceClient
-from infra.stack import TritonServer
+from infra.triton import TritonServer
 from serving import MODEL_REPOSITORY
 from serving.batching import join_items, run_batch, run_requests, split_batch
 from serving.configs import CPU_CONFIG_NAME

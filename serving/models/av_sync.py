@@ -2,7 +2,7 @@
 
 QC asks whether the lips in the *output* move with the dub. This model measures both
 sides on the same per-frame clock: the mouth darkness in the tracked face's lip gap
-(``engines.mouthwarp.measure_mouth_signal``, NaN where no face is found) and the RMS
+(``engines.mouthwarp.measure.measure_mouth_signal``, NaN where no face is found) and the RMS
 level of the audio over each frame's span (``frame_levels_db``). The offset search runs
 in the QC handler over a whole chunk, since one request carries only a bounded slice
 of frames.
@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from engines.mouthwarp import FaceTracker, MouthWarpConfig, frame_levels_db, measure_mouth_signal
+from engines.mouthwarp.config import MouthWarpConfig
+from engines.mouthwarp.measure import frame_levels_db, measure_mouth_signal
+from engines.mouthwarp.tracker import FaceTracker
 from serving.interfaces import AV_SYNC
 from serving.model import PerItemModel
 from serving.placement import Placement

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from engines.mouthwarp import FaceTracker, MouthWarp, MouthWarpConfig, mouth_openness
+from engines.mouthwarp.config import MouthWarpConfig
+from engines.mouthwarp.openness import mouth_openness
+from engines.mouthwarp.tracker import FaceTracker
+from engines.mouthwarp.warp import MouthWarp
 from serving.interfaces import LIPSYNC
 from serving.model import PerItemModel
 from serving.placement import Placement

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engines.espeak import EspeakConfig, EspeakTTS
+from engines.espeak.tts import EspeakConfig, EspeakTTS
 from serving.interfaces import TTS
 from serving.model import PerItemModel, param
 from serving.placement import Placement

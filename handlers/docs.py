@@ -3,7 +3,7 @@
 The settings table sits between ``<!-- settings:start -->`` and
 ``<!-- settings:end -->``; ``make generate`` rewrites it from
 :class:`handlers.runtime.settings.Settings` and ``tests/test_docs.py`` fails
-when it is stale.
+when it is stale. It lives in ``handlers`` because it reads the settings.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ START, END = "<!-- settings:start -->", "<!-- settings:end -->"
 
 
 def render_readme(text: str) -> str:
+    """``text`` with its settings table replaced by the one the settings render now."""
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{START}\n{settings_markdown()}\n{END}{tail}"
