@@ -27,7 +27,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -41,6 +41,7 @@ from handlers.runtime.errors import InputError, ObjectNotFound, PolydubError
 from handlers.runtime.logs import bind_job
 from handlers.runtime.objectstore import ObjectStore
 from handlers.runtime.settings import Settings
+from handlers.runtime.subtitles import subtitle_format
 from schemas.events import DubCompleted, DubFailed, DubStatus, EngineChoice, MediaSubmitted, SubtitlesRef
 from schemas.status import StatusCode
 from schemas.topics import DUB_COMPLETED, DUB_FAILED, DUB_STATUS, topic_name
@@ -79,8 +80,16 @@ def upload_keys(job_id: str, video: Path, subtitles: Path) -> tuple[str, str]:
     return prefix + video_name, prefix + f"subtitles.{subtitle_format(subtitles)}"
 
 
-def subtitle_format(path: Path) -> str:
-    return "vtt" if path.suffix.lower() == ".vtt" else "srt"
+def media_submitted(job_id: str, video_uri: str, subtitles_uri: str, target_lang: str,
+                    engines: EngineChoice) -> MediaSubmitted:
+    """The ``media.submitted`` of a video and its subtitles file (both already where ingest can read them)."""
+    return MediaSubmitted(
+        job_id=job_id,
+        source_uri=video_uri,
+        target_lang=target_lang,  # type: ignore[arg-type]
+        subtitles=SubtitlesRef(uri=subtitles_uri, format=subtitle_format(subtitles_uri)),
+        engines=engines,
+    )
 
 
 # --- submit ----------------------------------------------------------------------------
@@ -128,13 +137,7 @@ async def submit_job(
             await asyncio.to_thread(store.put_file, video_key, video)
             await asyncio.to_thread(store.put_file, subtitles_key, subtitles)
             log.info("uploaded inputs", extra={"video": store.uri(video_key), "subtitles": store.uri(subtitles_key)})
-            event = MediaSubmitted(
-                job_id=job_id,
-                source_uri=store.uri(video_key),
-                target_lang=target_lang,  # type: ignore[arg-type]
-                subtitles=SubtitlesRef(uri=store.uri(subtitles_key), format=subtitle_format(subtitles)),  # type: ignore[arg-type]
-                engines=engines,
-            )
+            event = media_submitted(job_id, store.uri(video_key), store.uri(subtitles_key), target_lang, engines)
             try:
                 # Producing to a missing topic would auto-create it with the broker's defaults.
                 await ensure_topics(settings)
@@ -161,6 +164,7 @@ def kafka_unreachable(bootstrap_servers: str, exc: BaseException) -> InputError:
 
 
 Outcome = DubCompleted | DubFailed
+JobEvent = DubStatus | DubCompleted | DubFailed
 
 
 def format_event(event: DubStatus | DubCompleted | DubFailed, progress: JobProgress | None = None) -> str:
@@ -187,18 +191,22 @@ def format_event(event: DubStatus | DubCompleted | DubFailed, progress: JobProgr
     return line + (f"  fix: {event.fix}" if event.fix else "")
 
 
-async def follow(
+async def job_events(
     settings: Settings,
     job_id: str | None = None,
     *,
     from_beginning: bool = False,
     timeout_s: float | None = None,
-    emit: Callable[[str], None] = print,
-) -> Outcome | None:
-    """Print the job's (or every job's) events as they come; returns the job's outcome.
+) -> AsyncIterator[JobEvent]:
+    """The job's (or every job's) ``dub.status``/``dub.completed``/``dub.failed`` events as they come.
 
-    Following every job never ends by itself (Ctrl-C); it starts at the end of
-    the topics unless ``from_beginning``.
+    The one follower of jobs: ``polydub watch`` prints what it yields and
+    ``polydub run`` drives its progress bar with it. Following one job starts at
+    its first event and ends after its outcome (its last statuses, which may sit
+    in another topic, are drained and yielded first); following every job starts
+    at the end of the topics unless ``from_beginning`` and ends only at
+    ``timeout_s``. A job that does not finish in ``timeout_s`` raises
+    :class:`WatchTimeout`.
     """
     from aiokafka import AIOKafkaConsumer
     from aiokafka.errors import KafkaError
@@ -224,36 +232,48 @@ async def follow(
             await consumer.seek_to_beginning(*partitions)
         else:
             await consumer.seek_to_end(*partitions)
-        jobs: dict[str, JobProgress] = {}
-
-        def line(event: DubStatus | DubCompleted | DubFailed) -> str:
-            if not isinstance(event, DubStatus):
-                return format_event(event)
-            job = jobs.setdefault(event.job_id, JobProgress())
-            job.update(event)
-            return format_event(event, job)
-
         while True:
             events = await _poll(consumer, job_id, WATCH_POLL_MS)
             outcome = next((e for e in events if isinstance(e, DubCompleted | DubFailed)), None)
             if job_id is not None and outcome is not None:
-                # The job's last status events may sit in another topic's partition: drain them.
                 events += await _poll(consumer, job_id, WATCH_DRAIN_MS)
                 for event in sorted((e for e in events if isinstance(e, DubStatus)), key=lambda e: e.occurred_at):
-                    emit(line(event))
-                emit(line(outcome))
-                return outcome
+                    yield event
+                yield outcome
+                return
             for event in events:
-                emit(line(event))
+                yield event
             if deadline is not None and time.monotonic() > deadline:
                 if job_id is None:
-                    return None  # following every job for a while is a complete run
+                    return  # following every job for a while is a complete run
                 raise WatchTimeout(
-                    f"job {job_id or '(all)'} did not finish within {timeout_s:g}s",
+                    f"job {job_id} did not finish within {timeout_s:g}s",
                     "check `polydub status JOB` and that workers for every stage run",
                 )
     finally:
         await consumer.stop()
+
+
+async def follow(
+    settings: Settings,
+    job_id: str | None = None,
+    *,
+    from_beginning: bool = False,
+    timeout_s: float | None = None,
+    emit: Callable[[str], None] = print,
+) -> Outcome | None:
+    """Print the job's (or every job's) events as lines; returns the job's outcome."""
+    jobs: dict[str, JobProgress] = {}
+    outcome: Outcome | None = None
+    async for event in job_events(settings, job_id, from_beginning=from_beginning, timeout_s=timeout_s):
+        if isinstance(event, DubStatus):
+            job = jobs.setdefault(event.job_id, JobProgress())
+            job.update(event)
+            emit(format_event(event, job))
+        else:
+            emit(format_event(event))
+            outcome = event
+    return outcome if job_id is not None else None
 
 
 async def _watch_partitions(consumer: Any, prefix: str, job_id: str | None) -> list[Any]:

@@ -9,7 +9,6 @@ follows the job's ``dub.status`` events with a progress bar until
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import tempfile
 import uuid
@@ -17,16 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from handlers.app import ALL_STAGES, RETRY_RELAY, build_broker, start_broker
+from handlers.client import job_events, media_submitted
 from handlers.progress import JobProgress
 from handlers.runtime import keys
 from handlers.runtime.errors import PolydubError
 from handlers.runtime.settings import Settings
 from handlers.runtime.telemetry import start_span
-from schemas.events import DubCompleted, DubFailed, DubStatus, EngineChoice, MediaSubmitted, SubtitlesRef
-from schemas.serialization import decode_event
-from schemas.topics import DUB_COMPLETED, DUB_FAILED, DUB_STATUS, topic_name
+from schemas.events import DubCompleted, DubFailed, DubStatus, EngineChoice
 
 
 EMBEDDED_SESSION_TIMEOUT_MS = 3000
@@ -89,46 +86,16 @@ async def run_job(
 async def _run(job_id: str, video: Path, subtitles: Path, target_lang: str, output: Path,
                engines: EngineChoice, settings: Settings, *, progress: bool,
                timeout_s: float | None) -> RunResult:
-    from faststream import AckPolicy
-    from faststream.kafka.annotations import KafkaMessage
-
     broker, deps = build_broker(settings, ALL_STAGES + (RETRY_RELAY,), service_name="polydub-run")
-    finished: asyncio.Future[DubCompleted | DubFailed] = asyncio.get_running_loop().create_future()
     bar = _ProgressBar(enabled=progress)
-
-    async def watch(msg: KafkaMessage) -> None:
-        event = decode_event(msg.body)
-        if getattr(event, "job_id", None) != job_id:
-            return
-        if isinstance(event, DubStatus):
-            bar.update(event)
-        elif isinstance(event, DubCompleted | DubFailed) and not finished.done():
-            finished.set_result(event)
-
-    watch.__annotations__["msg"] = KafkaMessage
-    broker.subscriber(
-        *(topic_name(t, settings.topic_prefix) for t in (DUB_STATUS, DUB_COMPLETED, DUB_FAILED)),
-        group_id=f"polydub-run-watch-{job_id}",
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.ACK_FIRST,
-        session_timeout_ms=settings.consumer_session_timeout_ms,
-        heartbeat_interval_ms=settings.consumer_session_timeout_ms // 4,
-    )(watch)
-
-    submitted = MediaSubmitted(
-        job_id=job_id,
-        source_uri=video.resolve().as_uri(),
-        target_lang=target_lang,  # type: ignore[arg-type]
-        subtitles=SubtitlesRef(uri=subtitles.resolve().as_uri(),
-                               format="vtt" if subtitles.suffix.lower() == ".vtt" else "srt"),
-        engines=engines,
-    )
+    submitted = media_submitted(job_id, video.resolve().as_uri(), subtitles.resolve().as_uri(), target_lang,
+                                engines)
     async with broker:
         await start_broker(broker)
         with start_span("job", job_id=job_id, target_lang=target_lang):
             await deps.publisher.publish(submitted)
         try:
-            outcome = await asyncio.wait_for(finished, timeout_s)
+            outcome = await _outcome(settings, job_id, bar, timeout_s)
         finally:
             bar.close()
     await deps.inference.close()
@@ -141,6 +108,16 @@ async def _run(job_id: str, video: Path, subtitles: Path, target_lang: str, outp
     subs_out = output.with_suffix(f".{target_lang}.srt")
     deps.store.get_file(keys.output_key(job_id, f"subtitles.{target_lang}.srt"), subs_out)
     return RunResult(job_id, outcome, output, _copy_report(deps.store, job_id, output))
+
+
+async def _outcome(settings: Settings, job_id: str, bar: _ProgressBar, timeout_s: float | None) -> DubCompleted | DubFailed:
+    """Follow the job (the one follower ``polydub watch`` uses too) until it completes or fails."""
+    async for event in job_events(settings, job_id, timeout_s=timeout_s):
+        if isinstance(event, DubStatus):
+            bar.update(event)
+        else:
+            return event
+    raise PolydubError(f"the events of job {job_id} ended without an outcome", "rerun with --verbose")
 
 
 def _copy_report(store: Any, job_id: str, output: Path) -> Path | None:

@@ -24,7 +24,7 @@ from handlers.runtime.jobstate import JobState
 from handlers.runtime.media import decode_audio
 from handlers.runtime.served import check_served
 from handlers.runtime.stagekit import JobStage
-from handlers.runtime.subtitles import Segment
+from handlers.runtime.subtitles import Segment, subtitle_format
 from schemas.events import JobAccepted, MediaSubmitted
 
 DEFAULT_SPEAKER = "default"
@@ -64,7 +64,8 @@ class IngestStage(JobStage[MediaSubmitted]):
             video = self._fetch(event.source_uri, work / "source")
             try:
                 if event.subtitles.uri is not None:
-                    subs_path = self._fetch(event.subtitles.uri, work / f"subtitles.{event.subtitles.format or _ext(event.subtitles.uri)}")
+                    fmt = event.subtitles.format or subtitle_format(event.subtitles.uri)
+                    subs_path = self._fetch(event.subtitles.uri, work / f"subtitles.{fmt}")
                     inputs = validate_inputs(video, subs_path)
                 else:
                     inputs = validate_inputs(video, _inline_segments(event))
@@ -172,11 +173,6 @@ def _inline_segments(event: MediaSubmitted) -> list[Segment]:
         Segment(index=i + 1, start_s=s.start_s, end_s=s.end_s, text=s.text, speaker=s.speaker, line=i + 1)
         for i, s in enumerate(event.subtitles.segments)
     ]
-
-
-def _ext(uri: str) -> str:
-    suffix = Path(uri.split("?")[0]).suffix.lower().lstrip(".")
-    return suffix if suffix in ("srt", "vtt") else "srt"
 
 
 def _media_dict(inputs: JobInputs) -> dict[str, Any]:

@@ -61,6 +61,20 @@ def partition_key(job_id: str | None, chunk_index: int | None = None) -> str | N
     return job_id if chunk_index is None else f"{job_id}/{chunk_index}"
 
 
+#: Topics with one event per chunk of a job: the only ones keyed per chunk.
+PER_CHUNK_TOPICS: Final[frozenset[str]] = frozenset({CHUNK_PLANNED, CHUNK_SYNTHESIZED, CHUNK_CONVERTED, CHUNK_RENDERED})
+
+
+def event_key(topic: str, job_id: str | None, chunk_index: int | None = None) -> str | None:
+    """The key an event is published with on ``topic``: per chunk on the chunk topics, else the job.
+
+    Job-level topics carry some events that name a chunk (a chunk's ``dub.status``,
+    the ``dub.failed`` of the chunk that failed); they stay keyed by the job, so a
+    follower reading the job's one partition of each topic sees every one of them.
+    """
+    return partition_key(job_id, chunk_index if topic in PER_CHUNK_TOPICS else None)
+
+
 def topic_name(topic: str, prefix: str = "") -> str:
     """The physical topic for a logical one, with the deployment's prefix."""
     if topic not in ALL_TOPICS:

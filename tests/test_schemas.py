@@ -205,3 +205,10 @@ def test_partition_keys_spread_chunks_and_keep_jobs_together() -> None:
     assert topics.partition_key("job-1", 0) == "job-1/0"
     assert topics.partition_key("job-1", 0) != topics.partition_key("job-1", 1)
     assert topics.partition_key(None) is None
+
+
+def test_only_chunk_topics_are_keyed_per_chunk() -> None:
+    """A chunk's status or failure stays on the job's partition, where followers of the job read."""
+    assert topics.event_key(topics.CHUNK_PLANNED, "job-1", 3) == "job-1/3"
+    for job_level in (topics.DUB_STATUS, topics.DUB_FAILED, topics.DUB_COMPLETED, topics.JOB_MERGED):
+        assert topics.event_key(job_level, "job-1", 3) == "job-1"

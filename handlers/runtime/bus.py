@@ -42,7 +42,7 @@ from handlers.runtime.telemetry import start_span
 from schemas.events import DeadLetter, DubFailed, Envelope, RetryScheduled
 from schemas.serialization import EventDecodeError, decode_event, encode_event
 from schemas.status import StatusCode
-from schemas.topics import DEAD_LETTER, RETRY, TOPIC_OF_EVENT, partition_key, topic_name
+from schemas.topics import DEAD_LETTER, RETRY, TOPIC_OF_EVENT, event_key, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class MemoryPublisher:
 
 
 class KafkaPublisher:
-    """Publishes through a FastStream broker, keyed by :func:`schemas.topics.partition_key`.
+    """Publishes through a FastStream broker, keyed by :func:`schemas.topics.event_key`.
 
     The telemetry middleware on the broker adds the ``traceparent`` header.
     """
@@ -88,7 +88,7 @@ class KafkaPublisher:
 
     async def publish(self, event: BaseModel, attempt: int = 0) -> None:
         topic = TOPIC_OF_EVENT[event.event_type]  # type: ignore[attr-defined]
-        key = partition_key(getattr(event, "job_id", None), getattr(event, "chunk_index", None))
+        key = event_key(topic, getattr(event, "job_id", None), getattr(event, "chunk_index", None))
         await self.publish_raw(topic, encode_event(event), key, attempt)
 
     async def publish_raw(self, topic: str, payload: bytes, key: str | None, attempt: int) -> None:
@@ -274,7 +274,7 @@ async def relay_retry(raw: bytes, publisher: Publisher, source: Source) -> Outco
     await publisher.publish_raw(
         retry.target_topic,
         orjson.dumps(retry.event),
-        partition_key(retry.job_id, retry.event.get("chunk_index")),
+        event_key(retry.target_topic, retry.job_id, retry.event.get("chunk_index")),
         retry.attempt,
     )
     return Outcome.DONE

@@ -305,6 +305,15 @@ def _looks_like_path(value: str) -> bool:
         return False
 
 
+def subtitle_format(path_or_uri: str | Path) -> SubtitleFormat:
+    """The format a file's (or URI's) suffix names, SRT when it names none: the one guess by name.
+
+    A ``WEBVTT`` header still wins when the text is parsed (:func:`parse_subtitles`).
+    """
+    name = str(path_or_uri).split("?", 1)[0]
+    return _SUFFIXES.get(Path(name).suffix.lower(), "srt")
+
+
 def parse_subtitles(path_or_text: Path | str, fmt: SubtitleFormat | None = None) -> list[Segment]:
     """Parse a subtitle file or subtitle text, SRT or WebVTT.
 
