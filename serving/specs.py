@@ -107,13 +107,6 @@ def text_inputs(name: str, texts: Sequence[str]) -> Batch:
     return {name: data, f"{name}_LENGTH": lengths}
 
 
-def decode_texts(data: np.ndarray, lengths: np.ndarray) -> list[str]:
-    """The inverse of :func:`encode_texts` (raises ValueError on bytes that are not UTF-8)."""
-    rows = np.asarray(data, dtype=np.uint8)
-    counts = np.asarray(lengths).reshape(-1)
-    return [decode_text(rows[i, : int(counts[i])], "text", i) for i in range(rows.shape[0])]
-
-
 def decode_text(raw: np.ndarray, name: str, index: int) -> str:
     """One item's bytes of text tensor ``name`` as ``str``, or a ValueError naming the item."""
     try:

@@ -29,7 +29,7 @@ from serving import MODEL_REPOSITORY
 from serving.batching import join_items, run_batch, run_requests, split_batch
 from serving.configs import CPU_CONFIG_NAME
 from serving.interfaces import LIPSYNC_INPUTS, SPEAKER_INPUTS, TTS_INPUTS, VC_INPUTS
-from serving.specs import Batch, Item, decode_texts, encode_texts, text_inputs
+from serving.specs import Batch, Item, encode_texts, text_inputs
 from serving.triton import c_order
 from tests.fixtures.servers import TritonFactory
 
@@ -375,7 +375,8 @@ def test_text_round_trips_as_utf8_bytes() -> None:
     texts = ["", "a", "안녕하세요", "こんにちは 🙂"]
     data, lengths = encode_texts(texts)
     assert data.dtype == np.uint8 and lengths.dtype == np.int64 and lengths.shape == (4, 1)
-    assert decode_texts(data, lengths) == texts
+    items = split_batch({"TEXT": data, "TEXT_LENGTH": lengths}, TTS_INPUTS[:2])
+    assert [item["TEXT"][0] for item in items] == texts
     items = split_batch(_text_request(texts), TTS_INPUTS)
     assert [item["TEXT"][0] for item in items] == texts
 
@@ -393,8 +394,8 @@ def test_one_bad_request_fails_alone_and_the_rest_run_batched() -> None:
                                     {"TEXT": np.zeros((1, 2), np.uint8)}, _text_request(["한국"])])
     assert isinstance(outcomes[1], ValueError) and "'bad'" in str(outcomes[1])
     assert isinstance(outcomes[2], ValueError) and "missing input" in str(outcomes[2])
-    assert decode_texts(outcomes[0]["TEXT"], outcomes[0]["TEXT_LENGTH"]) == ["cba", "ed"]
-    assert decode_texts(outcomes[3]["TEXT"], outcomes[3]["TEXT_LENGTH"]) == ["국한"]
+    assert [item["TEXT"][0] for item in split_batch(outcomes[0], model.outputs)] == ["cba", "ed"]
+    assert [item["TEXT"][0] for item in split_batch(outcomes[3], model.outputs)] == ["국한"]
     assert model.calls == [4, 2, 1, 1], "one batched call first, then each request alone"
     assert run_batch(model, _text_request(["ok"]))["TEXT"].tobytes() == b"ko"
 

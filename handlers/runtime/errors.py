@@ -61,9 +61,3 @@ class ObjectNotFound(StorageError):
     """A key that should exist does not."""
 
     retryable = False
-
-
-class QCError(PolydubError):
-    """The dub exists but fails a quality gate."""
-
-    code = StatusCode.QC_FAILED

@@ -35,11 +35,6 @@ def bind_job(job_id: str, **fields: Any) -> Iterator[None]:
         _context.reset(token)
 
 
-def context_fields() -> dict[str, Any]:
-    """The fields bound to the current task (for errors and spans)."""
-    return dict(_context.get())
-
-
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, context, extras."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -104,14 +104,6 @@ def inject_headers(headers: dict[str, str]) -> dict[str, str]:
     """Add the current ``traceparent`` (and baggage) to outgoing headers."""
     propagate.inject(headers)
     return headers
-
-
-def extract_context(headers: Mapping[str, str | bytes] | None) -> otel_context.Context:
-    """The trace context an incoming event carried in its headers."""
-    carrier = {
-        k: (v.decode() if isinstance(v, bytes) else v) for k, v in (headers or {}).items()
-    }
-    return propagate.extract(carrier)
 
 
 @contextmanager
