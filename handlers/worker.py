@@ -37,15 +37,20 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import uvicorn
+from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.asgi.types import Receive, Scope, Send
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from handlers.runtime.errors import InputError, PolydubError
 from handlers.runtime.settings import Settings
@@ -58,8 +63,8 @@ SHUTDOWN_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
 EXIT_FORCED = 130
 #: Longest a health check waits for the broker to answer a metadata request.
 HEALTH_PING_TIMEOUT_S = 2.0
-#: Longest the ops server waits for a client's request head (slow or idle clients).
-HTTP_REQUEST_TIMEOUT_S = 5.0
+#: On close, how long the ops server lets requests in flight finish (longer than a health ping).
+OPS_SHUTDOWN_GRACE_S = 3.0
 #: After the subscribers stop: how long blocking calls of cancelled handlers may still run.
 BLOCKING_CALLS_GRACE_S = 2.0
 #: How often shutdown checks whether those threads are gone.
@@ -99,11 +104,11 @@ class Worker:
 
         from handlers.app import start_broker
         from handlers.client import kafka_unreachable
-        from infra.topics import ensure_topics
+        from handlers.localstack import ensure_topics
 
         bootstrap = self.settings.bootstrap_servers
         try:
-            created = await ensure_topics(bootstrap, self.settings.topic_prefix)
+            created = await ensure_topics(self.settings)
             await _wait_for_topics(bootstrap, self.settings.topic_prefix)
         except (KafkaError, OSError) as exc:
             raise kafka_unreachable(bootstrap, exc) from exc
@@ -155,9 +160,9 @@ async def _wait_for_topics(bootstrap: str, prefix: str) -> None:
     """Every topic of the contract must exist before subscribing (see the module doc)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from infra.topics import load_topic_specs
+    from handlers.localstack import topic_names
 
-    wanted = {spec.name for spec in load_topic_specs(prefix)}
+    wanted = topic_names(prefix)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -179,77 +184,126 @@ async def _wait_for_topics(bootstrap: str, prefix: str) -> None:
 # --- /metrics and /healthz -------------------------------------------------------------
 
 
-class OpsServer:
-    """A tiny HTTP/1.1 server for ``GET /metrics`` and ``GET /healthz``, on the worker's loop.
+class _OpsApp(AsgiFastStream):
+    """FastStream's ASGI router, with a 404 that names the endpoints there are."""
 
-    It runs on the event loop the subscribers run on, so a health check sees
-    exactly what the consumers see, and it needs no thread or framework.
+    async def not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().not_found(scope, receive, send)
+            return
+        body = f"try {METRICS_PATH} or {HEALTH_PATH}\n".encode()
+        await AsgiResponse(body, 404, {"Content-Type": "text/plain; charset=utf-8"})(scope, receive, send)
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn as a task on the worker's loop: it says when it listens, and leaves signals alone.
+
+    :func:`serve` owns SIGTERM/SIGINT (graceful stop of the subscribers, then
+    the second signal exits); uvicorn's own handlers would replace those and
+    re-raise the signal after its shutdown.
+    """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self.listening.set()
+
+
+def build_ops_app(health: Callable[[], Awaitable[Health]]) -> AsgiFastStream:
+    """The ops endpoints as an ASGI app without a broker: the worker starts and stops its broker."""
+    from handlers.runtime.metrics import REGISTRY
+
+    @get(description="Prometheus exposition of polydub's registry (stage outcomes, FastStream).")
+    async def metrics(scope: Scope) -> AsgiResponse:
+        return AsgiResponse(generate_latest(REGISTRY), 200, {"Content-Type": CONTENT_TYPE_LATEST})
+
+    @get(description="The worker's health verdict: 200 when it consumes, 503 while starting or stopping.")
+    async def healthz(scope: Scope) -> AsgiResponse:
+        verdict = await health()
+        body = orjson.dumps({"ok": verdict.ok, **verdict.detail}) + b"\n"
+        return AsgiResponse(body, 200 if verdict.ok else 503, {"Content-Type": "application/json"})
+
+    # The handlers log their exceptions (answered 500) through this module's logger.
+    return _OpsApp(asgi_routes=[(METRICS_PATH, metrics), (HEALTH_PATH, healthz)], logger=log)
+
+
+class OpsServer:
+    """``GET /metrics`` and ``GET /healthz`` over HTTP, on the worker's event loop.
+
+    FastStream's ASGI app routes, uvicorn serves it as a task on the loop the
+    subscribers run on, so a health check sees exactly what the consumers see.
+    The ASGI lifespan is off: the app holds no broker, the worker starts and
+    stops its own. The socket is bound here rather than by uvicorn, which
+    would log and ``sys.exit`` on a taken port instead of letting the worker
+    tell the user which setting to change.
     """
 
     def __init__(self, health: Callable[[], Awaitable[Health]], host: str, port: int) -> None:
-        self._health = health
         self._host = host
         self._port = port
-        self._server: asyncio.Server | None = None
+        self._app = build_ops_app(health)
+        self._socket: socket.socket | None = None
+        self._server: _EmbeddedUvicorn | None = None
+        self._serving: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
         """The bound port (the configured one; useful when a test asked for 0)."""
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        assert self._socket is not None
+        return int(self._socket.getsockname()[1])
 
     async def start(self) -> OpsServer:
+        """Bind, then return once uvicorn accepts connections."""
+        self._socket = _listen(self._host, self._port)
+        config = uvicorn.Config(
+            self._app,
+            lifespan="off",
+            log_config=None,  # keep the worker's structured logging as it is
+            log_level=logging.WARNING,  # uvicorn's lifecycle chatter stays out of the worker log
+            access_log=False,  # one line per scrape or probe would flood it
+            server_header=False,
+            timeout_graceful_shutdown=OPS_SHUTDOWN_GRACE_S,
+        )
+        self._server = _EmbeddedUvicorn(config)
+        self._serving = asyncio.create_task(self._server.serve(sockets=[self._socket]), name="polydub-ops")
+        listening = asyncio.create_task(self._server.listening.wait())
         try:
-            self._server = await asyncio.start_server(self._handle, self._host, self._port)
-        except OSError as exc:
-            raise InputError(
-                f"cannot serve metrics on {self._host}:{self._port}: {exc.strerror or exc}",
-                "pick a free POLYDUB_METRICS_PORT (or --metrics-port), or 0 to turn the endpoints off",
-            ) from exc
+            await asyncio.wait({self._serving, listening}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            listening.cancel()
+        if self._serving.done():
+            self._serving.result()  # raises what uvicorn raised
+            raise PolydubError(f"the metrics server on {self._host}:{self.port} stopped while starting")
         return self
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        """Stop accepting, let running requests finish (bounded), close the socket."""
+        if self._server is not None and self._serving is not None:
+            self._server.should_exit = True
+            await self._serving
+        elif self._socket is not None:
+            self._socket.close()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HTTP_REQUEST_TIMEOUT_S)
-            parts = head.split(b"\r\n", 1)[0].decode("latin-1").split()
-            method, path = (parts[0], parts[1].split("?", 1)[0]) if len(parts) >= 2 else ("", "")
-            try:
-                status, content_type, body = await self._respond(method, path)
-            except Exception:
-                log.exception("ops endpoint failed", extra={"path": path})
-                status, content_type, body = "500 Internal Server Error", "text/plain", b"see the worker log\n"
-            writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-                + (b"" if method == "HEAD" else body)
-            )
-            await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            pass  # a client that went away or never asked: nothing to answer
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
 
-    async def _respond(self, method: str, path: str) -> tuple[str, str, bytes]:
-        if method not in ("GET", "HEAD"):
-            return "405 Method Not Allowed", "text/plain", b"only GET\n"
-        if path == METRICS_PATH:
-            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-            from handlers.runtime.metrics import REGISTRY
-
-            return "200 OK", CONTENT_TYPE_LATEST, generate_latest(REGISTRY)
-        if path == HEALTH_PATH:
-            health = await self._health()
-            body = orjson.dumps({"ok": health.ok, **health.detail}) + b"\n"
-            return ("200 OK" if health.ok else "503 Service Unavailable"), "application/json", body
-        return "404 Not Found", "text/plain", f"try {METRICS_PATH} or {HEALTH_PATH}\n".encode()
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (IPv4 or IPv6), or an :class:`InputError` naming the setting."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        return socket.create_server(address, family=family)
+    except OSError as exc:
+        raise InputError(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}",
+            "pick a free POLYDUB_METRICS_PORT (or --metrics-port), or 0 to turn the endpoints off",
+        ) from exc
 
 
 # --- running ---------------------------------------------------------------------------

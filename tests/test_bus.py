@@ -11,20 +11,23 @@ errors fail at once, and the retry relay republishes only when due.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import orjson
 import pytest
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from pydantic import BaseModel
 
 from handlers.runtime.bus import (
     HEADER_ATTEMPT,
     MemoryPublisher,
     Outcome,
+    RetryScheduler,
     Source,
     _attempt_of,
     backoff_seconds,
@@ -407,6 +410,145 @@ async def test_relay_dead_letters_a_retry_for_an_unknown_topic() -> None:
     assert outcome is Outcome.DEAD_LETTERED
     assert "chunk.plannd" in _only(publisher, DeadLetter).error
     assert publisher.raw == []
+
+
+# --- the retry scheduler: each retry on its own timer ------------------------------------
+
+RETRY_TP = TopicPartition("dub.retry", 0)
+
+
+class FakeConsumer:
+    """The two calls the scheduler makes of aiokafka's consumer: which partitions it owns, commit."""
+
+    def __init__(self, *owned: TopicPartition) -> None:
+        self.owned = set(owned or (RETRY_TP,))
+        self.commits: list[dict[TopicPartition, OffsetAndMetadata]] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.owned)
+
+    async def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        self.commits.append(dict(offsets))
+
+    def committed(self, tp: TopicPartition = RETRY_TP) -> int | None:
+        offsets = [c[tp].offset for c in self.commits if tp in c]
+        return offsets[-1] if offsets else None
+
+
+def _due_in(seconds: float, index: int, job_id: str = "job-sched") -> bytes:
+    return _retry(_chunk_event(job_id, index), datetime.now(UTC) + timedelta(seconds=seconds))
+
+
+def _republished_chunks(publisher: MemoryPublisher) -> list[int]:
+    return [orjson.loads(payload)["chunk_index"] for _, payload, _, _ in publisher.raw]
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_retry_due_later_does_not_delay_one_due_sooner() -> None:
+    publisher, consumer = MemoryPublisher(), FakeConsumer()
+    scheduler = RetryScheduler(publisher, max_pending=10)
+    started = time.monotonic()
+
+    await scheduler.submit(_due_in(0.8, index=0), RETRY_TP, 0, consumer)  # long backoff first
+    await scheduler.submit(_due_in(0.1, index=1), RETRY_TP, 1, consumer)
+    assert time.monotonic() - started < 0.1, "submit waited for a backoff"
+
+    await _until(lambda: len(publisher.raw) == 1)
+    assert _republished_chunks(publisher) == [1]
+    assert time.monotonic() - started < 0.6
+    await asyncio.sleep(0.05)
+    assert consumer.committed() is None, "committed past the long retry, which is not republished yet"
+
+    await _until(lambda: consumer.committed() == 2)
+    assert _republished_chunks(publisher) == [1, 0]
+    assert time.monotonic() - started >= 0.75
+    assert scheduler.pending == 0
+
+
+async def test_commits_only_up_to_the_lowest_unfinished_retry() -> None:
+    publisher, consumer = MemoryPublisher(), FakeConsumer()
+    scheduler = RetryScheduler(publisher, max_pending=10)
+
+    await scheduler.submit(_due_in(0.05, index=0), RETRY_TP, 10, consumer)
+    await scheduler.submit(_due_in(0.6, index=1), RETRY_TP, 11, consumer)
+    await scheduler.submit(_due_in(0.1, index=2), RETRY_TP, 12, consumer)
+
+    await _until(lambda: len(publisher.raw) == 2)
+    await asyncio.sleep(0.05)
+    assert _republished_chunks(publisher) == [0, 2]
+    assert consumer.committed() == 11  # 10 is done; 11 still waits, so 12 is not committed yet
+    await _until(lambda: consumer.committed() == 13)
+    offsets = [c[RETRY_TP].offset for c in consumer.commits]
+    assert offsets == sorted(offsets), "the committed offset went back"
+
+
+async def test_at_the_bound_submit_waits_for_a_retry_to_finish() -> None:
+    publisher, consumer = MemoryPublisher(), FakeConsumer()
+    scheduler = RetryScheduler(publisher, max_pending=2)
+    await scheduler.submit(_due_in(0.3, index=0), RETRY_TP, 0, consumer)
+    await scheduler.submit(_due_in(0.3, index=1), RETRY_TP, 1, consumer)
+
+    third = asyncio.create_task(scheduler.submit(_due_in(0.0, index=2), RETRY_TP, 2, consumer))
+    await asyncio.sleep(0.15)
+    assert not third.done() and scheduler.pending == 2
+    await asyncio.wait_for(third, 2)
+    assert len(publisher.raw) >= 1  # a slot was freed by a republish
+    await _until(lambda: consumer.committed() == 3)
+    assert sorted(_republished_chunks(publisher)) == [0, 1, 2]
+
+
+async def test_revoked_or_stopped_timers_are_dropped_uncommitted() -> None:
+    other = TopicPartition("dub.retry", 1)
+    publisher, consumer = MemoryPublisher(), FakeConsumer(RETRY_TP, other)
+    scheduler = RetryScheduler(publisher, max_pending=10)
+    await scheduler.submit(_due_in(0.2, index=0), RETRY_TP, 0, consumer)
+    await scheduler.submit(_due_in(0.2, index=1), other, 0, consumer)
+
+    await scheduler.on_partitions_revoked({RETRY_TP})
+    consumer.owned.discard(RETRY_TP)
+    await scheduler.submit(_due_in(0.0, index=2), RETRY_TP, 1, consumer)  # read before the revocation
+    assert scheduler.pending == 1
+    scheduler.drop_all()  # what stopping the subscriber does
+    assert scheduler.pending == 0
+
+    await asyncio.sleep(0.35)
+    assert publisher.raw == [] and consumer.commits == []
+
+
+async def test_a_failed_republish_is_tried_again_and_holds_the_commit() -> None:
+    class FlakyPublisher(MemoryPublisher):
+        failures = 2
+
+        async def publish_raw(self, topic: str, payload: bytes, key: str | None, attempt: int) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("broker unreachable")
+            await super().publish_raw(topic, payload, key, attempt)
+
+    publisher, consumer = FlakyPublisher(), FakeConsumer()
+    scheduler = RetryScheduler(publisher, max_pending=10, pause_after_failure_s=0.1)
+    await scheduler.submit(_due_in(0.0, index=0), RETRY_TP, 0, consumer)
+    await scheduler.submit(_due_in(0.0, index=1), RETRY_TP, 1, consumer)
+
+    await _until(lambda: consumer.committed() == 2)
+    assert sorted(_republished_chunks(publisher)) == [0, 1]
+    assert all(c[RETRY_TP].offset == 2 for c in consumer.commits)  # nothing was committed while one failed
+
+
+async def test_an_undecodable_retry_is_dead_lettered_and_committed() -> None:
+    publisher, consumer = MemoryPublisher(), FakeConsumer()
+    scheduler = RetryScheduler(publisher, max_pending=10)
+    await scheduler.submit(b"not json", RETRY_TP, 4, consumer)
+
+    await _until(lambda: consumer.committed() == 5)
+    letter = _only(publisher, DeadLetter)
+    assert (letter.source_topic, letter.partition, letter.offset) == (RETRY, 0, 4)
 
 
 @pytest.mark.parametrize(

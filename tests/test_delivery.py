@@ -26,6 +26,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from handlers.sample import SampleFiles, make_sample
 from infra.broker import BrokerServer
 from infra.topics import ensure_topics
 from schemas.events import (
+    ChunkPlanned,
     DeadLetter,
     DubCompleted,
     DubFailed,
@@ -285,6 +287,77 @@ async def test_tts_always_failing_ends_with_one_inference_failed(
     assert inference.calls["tts_espeak"] == 3
     marker = JobState(LocalObjectStore(settings.local_store_dir), submitted.job_id).read_json("state/failed")
     assert marker["code"] == int(StatusCode.INFERENCE_FAILED)
+
+
+# --- the retry relay: each retry waits for its own backoff ------------------------------------
+
+#: Backoff of the long retry: the relay must have joined its group and republished the
+#: short one, and a second relay must have joined again, well before it is due.
+LONG_RETRY_S = 12.0
+
+
+def _retry_of(event: ChunkPlanned, due_in_s: float) -> RetryScheduled:
+    return RetryScheduled(job_id=event.job_id, status=event.status, target_topic=CHUNK_PLANNED,
+                          not_before=datetime.now(UTC) + timedelta(seconds=due_in_s), attempt=1,
+                          reason="injected", event=event.model_dump(mode="json"))
+
+
+def _relay_timers() -> list[asyncio.Task[Any]]:
+    """The relay's pending timers in this process (``RetryScheduler`` names them ``retry ...``)."""
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("retry ") and not t.done()]
+
+
+async def test_a_short_retry_overtakes_a_long_one_and_commits_stop_at_the_long_one(
+    broker: BrokerServer, tmp_path: Path
+) -> None:
+    settings = _settings(broker, tmp_path)
+    await ensure_topics(settings.bootstrap_servers, settings.topic_prefix)
+    job = f"delivery-{uuid.uuid4().hex[:8]}"
+    chunk = {"job_id": job, "n_chunks": 2, "manifest_uri": f"file:///x/jobs/{job}/manifest.json",
+             "segment_indices": [0]}
+    slow = ChunkPlanned(chunk_index=0, start_s=0.0, end_s=5.0, **chunk)
+    fast = ChunkPlanned(chunk_index=1, start_s=5.0, end_s=10.0, **chunk)
+    group = f"{settings.consumer_group_prefix}.{RETRY_RELAY}"
+    retry_topic = topic_name(RETRY, settings.topic_prefix)
+
+    async with reading(settings, [RETRY, CHUNK_PLANNED]) as reader:
+        async with running(settings, [RETRY_RELAY]) as deps:
+            long_retry = _retry_of(slow, LONG_RETRY_S)
+            await deps.publisher.publish(long_retry)  # long first ...
+            await deps.publisher.publish(_retry_of(fast, 0.5))  # ... short second, same job: one partition
+            await reader.until(lambda events: len([e for e in events if isinstance(e, ChunkPlanned)]) >= 1,
+                               timeout_s=LONG_RETRY_S / 2)
+            retries = [r for r in reader.records if r.topic == retry_topic]
+            assert len(retries) == 2 and retries[0].partition == retries[1].partition
+            long_offset, partition = retries[0].offset, retries[0].partition
+            assert [e.chunk_index for e in reader.of(ChunkPlanned)] == [fast.chunk_index]
+            await reader.settle(1.0)  # give a wrong commit time to land
+            committed = await _committed(settings, group, retry_topic, partition)
+            assert committed is None or committed <= long_offset, "committed past a retry not yet republished"
+            assert len(_relay_timers()) == 1  # the long one waits, in memory
+
+        # Stopped before the long one was due: its timer is gone, uncommitted.
+        assert _relay_timers() == []
+        assert [e.chunk_index for e in reader.of(ChunkPlanned)] == [fast.chunk_index]
+        committed = await _committed(settings, group, retry_topic, partition)
+        assert committed is None or committed <= long_offset
+
+        # The next relay of the group reads it again and republishes it when due.
+        async with running(settings, [RETRY_RELAY]):
+            await reader.until(lambda events: slow.chunk_index in
+                               [e.chunk_index for e in events if isinstance(e, ChunkPlanned)],
+                               timeout_s=LONG_RETRY_S * 2)
+            deadline = time.monotonic() + 10
+            while (committed := await _committed(settings, group, retry_topic, partition)) != long_offset + 2:
+                assert time.monotonic() < deadline, f"committed offset stayed at {committed}"
+                await asyncio.sleep(0.2)
+
+    chunks = [e.chunk_index for e in reader.of(ChunkPlanned)]
+    assert chunks[0] == fast.chunk_index and slow.chunk_index in chunks
+    assert chunks.count(slow.chunk_index) == 1  # the dropped timer never fired
+    (republished,) = [r for r in reader.records
+                      if r.topic != retry_topic and decode_event(r.value).chunk_index == slow.chunk_index]
+    assert republished.timestamp / 1000 >= long_retry.not_before.timestamp() - 0.05  # not before it was due
 
 
 # --- a worker killed mid-chunk ----------------------------------------------------------------

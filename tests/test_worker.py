@@ -31,10 +31,12 @@ from typing import Any, ClassVar
 
 import pytest
 
+from handlers.runtime.errors import InputError
 from handlers.runtime.metrics import STAGE_OUTCOMES
 from handlers.runtime.settings import Settings
 from handlers.worker import Health, OpsServer, serve
-from infra.stack import BrokerServer, free_ports
+from infra.broker import BrokerServer
+from infra.process import free_ports
 from schemas.events import JobMerged
 from schemas.serialization import encode_event
 from schemas.topics import JOB_MERGED, topic_name
@@ -55,8 +57,9 @@ STAGES = ("ingest", "chunking", "synthesis", "conversion", "lipsync", "merging",
 
 
 async def _get(port: int, path: str, method: str = "GET") -> tuple[int, str]:
+    """One request on a fresh connection; ``Connection: close`` so the server ends it (no keep-alive)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"{method} {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    writer.write(f"{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
     await writer.drain()
     response = (await reader.read()).decode()
     writer.close()
@@ -85,6 +88,30 @@ async def test_ops_endpoints_follow_health_and_serve_the_registry() -> None:
         assert (await _get(ops.port, "/metrics", method="POST"))[0] == 405
     finally:
         await ops.close()
+
+
+async def test_ops_endpoints_answer_head_report_a_failing_check_and_name_a_taken_port(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def broken() -> Health:
+        raise RuntimeError("health check exploded")
+
+    ops = await OpsServer(broken, "127.0.0.1", 0).start()
+    port = ops.port
+    try:
+        code, body = await _get(port, "/metrics", method="HEAD")
+        assert (code, body) == (200, "")
+        with caplog.at_level("ERROR", logger="handlers.worker"):
+            assert (await _get(port, "/healthz"))[0] == 500
+        assert any(r.exc_info and "health check exploded" in str(r.exc_info[1]) for r in caplog.records)
+
+        with pytest.raises(InputError) as taken:
+            await OpsServer(broken, "127.0.0.1", port).start()
+        assert "POLYDUB_METRICS_PORT" in (taken.value.fix or "") and "--metrics-port" in (taken.value.fix or "")
+    finally:
+        await ops.close()
+    with pytest.raises(ConnectionRefusedError):  # closed: nothing listens there any more
+        await asyncio.open_connection("127.0.0.1", port)
 
 
 # --- a user's session against a worker process ------------------------------------------
@@ -259,7 +286,8 @@ async def test_stopping_with_a_handler_in_flight_leaves_its_event_uncommitted(
     topic = topic_name(JOB_MERGED, settings.topic_prefix)
     await ensure_topics(settings.bootstrap_servers, settings.topic_prefix)
     event = JobMerged(job_id="job-inflight", output_video_uri="file:///x/dubbed.mp4",
-                      dub_audio_uri="file:///x/dub.wav", subtitles_uri="file:///x/s.srt", duration_s=6.0)
+                      dub_audio_uri="file:///x/dub.wav", mix_uri="file:///x/mix.wav",
+                      subtitles_uri="file:///x/s.srt", duration_s=6.0)
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
     await producer.start()
     try:

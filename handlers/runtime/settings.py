@@ -137,6 +137,12 @@ class Settings(BaseSettings):
     retry_backoff_max_s: float = Field(
         30.0, ge=0.0, description="Upper bound of one retry delay, in seconds."
     )
+    retry_relay_max_pending: int = Field(
+        1000,
+        ge=1,
+        description="Retries one relay holds in memory waiting for their backoff; at the bound it reads "
+        "no more of `dub.retry` until one is republished (backpressure). Waiting retries are uncommitted.",
+    )
 
     # --- quality control -----------------------------------------------------
     qc_similarity_min_reference: float = Field(
