@@ -12,8 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
-import bench.quality  # noqa: F401 - registers its benchmarks
 import bench.fastpitch  # noqa: F401 - registers its benchmarks
+import bench.quality  # noqa: F401 - registers its benchmarks
 import bench.speed  # noqa: F401 - registers its benchmarks
 from bench.harness import BENCHMARKS, DEFAULT_REPEATS, REPO_ROOT, run
 

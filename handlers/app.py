@@ -12,13 +12,14 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from handlers.runtime.bus import KafkaPublisher, register_retry_relay, register_stage
-from handlers.runtime.errors import InputError, PolydubError
+from handlers.runtime.bus import KafkaPublisher, register_stage
 from handlers.runtime.inference import InferenceClient, open_inference
 from handlers.runtime.jobstate import JobState
 from handlers.runtime.objectstore import open_store
+from handlers.runtime.retries import register_retry_relay
 from handlers.runtime.settings import Settings
 from handlers.runtime.stagekit import StageBase, StageDeps
+from schemas.errors import InputError, PolydubError
 from schemas.events import Envelope
 from schemas.registry import STAGE_NAMES, STAGES
 

@@ -1,7 +1,7 @@
 """The ``polydub`` command line.
 
 Every user mistake ends as one readable line and a non-zero exit, never a
-traceback: :class:`~handlers.runtime.errors.PolydubError` carries the reason
+traceback: :class:`~schemas.errors.PolydubError` carries the reason
 and the fix. Heavy imports (torch, PyAV, the bus) happen inside the commands
 so ``polydub --help`` stays instant.
 """
@@ -14,9 +14,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from handlers.runtime.errors import PolydubError
 from handlers.runtime.logs import configure_logging
 from handlers.runtime.settings import Settings, get_settings, settings_markdown
+from schemas.errors import PolydubError
 from schemas.events import SUPPORTED_LANGUAGES
 
 log = logging.getLogger("polydub")
@@ -180,9 +180,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from handlers.runtime.errors import InputError
     from handlers.runtime.keys import validate_job_id
     from handlers.tracing_view import load_job_spans, render_job
+    from schemas.errors import InputError
 
     settings = get_settings()
     job_id = validate_job_id(args.job)

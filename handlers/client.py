@@ -37,11 +37,11 @@ import orjson
 
 from handlers.progress import JobProgress
 from handlers.runtime import keys
-from handlers.runtime.errors import InputError, ObjectNotFound, PolydubError
 from handlers.runtime.logs import bind_job
 from handlers.runtime.objectstore import ObjectStore
 from handlers.runtime.settings import Settings
 from handlers.runtime.subtitles import subtitle_format
+from schemas.errors import InputError, ObjectNotFound, PolydubError
 from schemas.events import DubCompleted, DubFailed, DubStatus, EngineChoice, MediaSubmitted, SubtitlesRef
 from schemas.status import StatusCode
 from schemas.topics import DUB_COMPLETED, DUB_FAILED, DUB_STATUS, topic_name

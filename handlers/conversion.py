@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from handlers.runtime import keys
-from handlers.runtime.errors import ObjectNotFound
 from handlers.runtime.jobstate import ChunkRow
 from handlers.runtime.stagekit import ChunkOutput, ChunkStage
+from schemas.errors import ObjectNotFound
 from schemas.events import ChunkConverted, ChunkSynthesized, SegmentFit
 from schemas.registry import EngineInfo
 from serving.interfaces import VC

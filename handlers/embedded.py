@@ -20,11 +20,10 @@ from handlers.app import ALL_STAGES, RETRY_RELAY, build_broker, start_broker
 from handlers.client import job_events, media_submitted
 from handlers.progress import JobProgress
 from handlers.runtime import keys
-from handlers.runtime.errors import PolydubError
 from handlers.runtime.settings import Settings
 from handlers.runtime.telemetry import start_span
+from schemas.errors import PolydubError
 from schemas.events import DubCompleted, DubFailed, DubStatus, EngineChoice
-
 
 EMBEDDED_SESSION_TIMEOUT_MS = 3000
 

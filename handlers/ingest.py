@@ -19,12 +19,12 @@ import numpy as np
 
 from handlers.inputs import JobInputs, validate_inputs
 from handlers.runtime import keys
-from handlers.runtime.errors import InputError, ObjectNotFound
 from handlers.runtime.jobstate import JobState
 from handlers.runtime.media import decode_audio
 from handlers.runtime.served import check_served
 from handlers.runtime.stagekit import JobStage
 from handlers.runtime.subtitles import Segment, subtitle_format
+from schemas.errors import InputError, ObjectNotFound
 from schemas.events import JobAccepted, MediaSubmitted
 
 DEFAULT_SPEAKER = "default"

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from handlers.runtime.errors import InputError
 from handlers.runtime.media import MediaInfo, probe
 from handlers.runtime.subtitles import Segment, parse_subtitles, validate_segments
+from schemas.errors import InputError
 
 
 @dataclass(frozen=True)

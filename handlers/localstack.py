@@ -15,50 +15,31 @@ servers back into settings, lives here, and this is the only module under
 - the topics of ``infra/topics.yaml`` (:func:`ensure_topics`, :func:`topic_names`);
 - the private broker of ``polydub run`` (:func:`start_embedded_broker`).
 
-infra's errors become polydub's here (:func:`stack_errors`): a
-:class:`~infra.errors.StackInputError` an :class:`InputError` (exit 2), any
-other :class:`~infra.errors.StackError` a :class:`LocalStackError`, so the CLI
-prints its usual ``polydub: error: <reason>`` and ``  fix: ...`` lines.
+infra's errors are polydub's (``infra.errors``), so the CLI prints its usual
+``polydub: error: <reason>`` and ``  fix: ...`` lines for them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TextIO
 
-from handlers.runtime.errors import InputError, PolydubError
 from handlers.runtime.served import model_parameters, models_to_load
 from handlers.runtime.settings import Settings
 from infra import stackstate
 from infra import topics as infra_topics
 from infra.broker import BrokerServer
-from infra.errors import StackError, StackInputError
 from infra.s3 import S3Access
 from infra.stack import SERVICES, Stack
 from infra.stackstate import ServerStatus
+from schemas.errors import InputError
 
 log = logging.getLogger(__name__)
 
 #: Prefix of the environment variables that configure polydub.
 ENV_PREFIX = "POLYDUB_"
-
-
-class LocalStackError(PolydubError):
-    """A stack server could not be started, probed or stopped."""
-
-
-@contextlib.contextmanager
-def stack_errors() -> Iterator[None]:
-    """Re-raise infra's errors as polydub's, with the same reason and fix."""
-    try:
-        yield
-    except StackInputError as exc:
-        raise InputError(exc.reason, exc.fix) from exc
-    except StackError as exc:
-        raise LocalStackError(exc.reason, exc.fix) from exc
 
 
 def settings_from_env(env: Mapping[str, str], base: Settings | None = None) -> Settings:
@@ -113,28 +94,27 @@ def stack_from_settings(settings: Settings, services: Iterable[str] = SERVICES) 
             settings.s3_region,
         )
     load_models, model_configs = triton_models(settings) if "triton" in services else ([], {})
-    with stack_errors():
-        return Stack(
-            settings.stack_dir,
-            services,
-            broker_port=settings.stack_broker_port,
-            broker_storage=settings.stack_broker_storage,
-            broker_s3=broker_s3,
-            s3_port=settings.stack_s3_port,
-            s3_bucket=settings.s3_bucket,
-            s3_access_key=settings.s3_access_key,
-            s3_secret_key=settings.s3_secret_key,
-            s3_region=settings.s3_region,
-            model_repository=settings.triton_model_repository,
-            model_control_mode="explicit",
-            load_models=load_models,
-            triton_grpc_port=settings.stack_triton_grpc_port,
-            triton_http_port=settings.stack_triton_http_port,
-            startup_timeout_s=settings.stack_startup_timeout_s,
-            triton_config_name=settings.triton_config_name,
-            triton_cpu_threads=settings.triton_cpu_threads,
-            triton_model_configs=model_configs,
-        )
+    return Stack(
+        settings.stack_dir,
+        services,
+        broker_port=settings.stack_broker_port,
+        broker_storage=settings.stack_broker_storage,
+        broker_s3=broker_s3,
+        s3_port=settings.stack_s3_port,
+        s3_bucket=settings.s3_bucket,
+        s3_access_key=settings.s3_access_key,
+        s3_secret_key=settings.s3_secret_key,
+        s3_region=settings.s3_region,
+        model_repository=settings.triton_model_repository,
+        model_control_mode="explicit",
+        load_models=load_models,
+        triton_grpc_port=settings.stack_triton_grpc_port,
+        triton_http_port=settings.stack_triton_http_port,
+        startup_timeout_s=settings.stack_startup_timeout_s,
+        triton_config_name=settings.triton_config_name,
+        triton_cpu_threads=settings.triton_cpu_threads,
+        triton_model_configs=model_configs,
+    )
 
 
 def stack_up(
@@ -147,20 +127,17 @@ def stack_up(
     """
     stack_dir = settings.stack_dir.resolve()
     stack = stack_from_settings(settings.model_copy(update={"stack_dir": stack_dir}), services)
-    with stack_errors():
-        return stackstate.start_detached(stack, topic_prefix=settings.topic_prefix, out=out)
+    return stackstate.start_detached(stack, topic_prefix=settings.topic_prefix, out=out)
 
 
 def stack_down(settings: Settings, *, out: TextIO | None = None) -> list[str]:
     """Stop the servers recorded in ``settings.stack_dir`` and remove the record; returns their names."""
-    with stack_errors():
-        return stackstate.stop_recorded(settings.stack_dir, out=out)
+    return stackstate.stop_recorded(settings.stack_dir, out=out)
 
 
 def stack_status(settings: Settings, *, out: TextIO | None = None) -> list[ServerStatus]:
     """Each recorded server's pid, whether it runs and whether it answers its health probe."""
-    with stack_errors():
-        return stackstate.recorded_status(settings.stack_dir, out=out)
+    return stackstate.recorded_status(settings.stack_dir, out=out)
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
@@ -175,5 +152,4 @@ def topic_names(prefix: str) -> set[str]:
 
 def start_embedded_broker(run_dir: Path) -> BrokerServer:
     """A private, in-memory broker in ``run_dir`` for ``polydub run``, healthy; the caller stops it."""
-    with stack_errors():
-        return BrokerServer(run_dir).start()
+    return BrokerServer(run_dir).start()

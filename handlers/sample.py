@@ -40,10 +40,10 @@ from numpy.typing import NDArray
 from scipy.signal import lfilter
 
 from engines.dsp import frame_rms, resample
-from handlers.runtime.errors import InputError
 from handlers.runtime.inference import LocalInferenceClient
 from handlers.runtime.media import encode_mp4
 from handlers.runtime.subtitles import Segment, to_srt
+from schemas.errors import InputError
 from serving.batching import join_items, split_batch
 from serving.interfaces import TTS_INPUTS, TTS_OUTPUTS
 from serving.specs import scalar

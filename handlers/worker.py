@@ -52,8 +52,8 @@ from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.asgi.types import Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from handlers.runtime.errors import InputError, PolydubError
 from handlers.runtime.settings import Settings
+from schemas.errors import InputError, PolydubError
 
 log = logging.getLogger(__name__)
 

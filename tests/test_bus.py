@@ -27,15 +27,14 @@ from handlers.runtime.bus import (
     HEADER_ATTEMPT,
     MemoryPublisher,
     Outcome,
-    RetryScheduler,
     Source,
     _attempt_of,
     backoff_seconds,
     process_event,
-    relay_retry,
 )
-from handlers.runtime.errors import InferenceError, InputError, PolydubError
+from handlers.runtime.retries import RetryScheduler, relay_retry
 from handlers.runtime.settings import Settings
+from schemas.errors import InferenceError, InputError, PolydubError
 from schemas.events import ChunkPlanned, DeadLetter, DubFailed, Envelope, JobAccepted, RetryScheduled
 from schemas.serialization import encode_event
 from schemas.status import StatusCode
@@ -523,10 +522,12 @@ async def test_revoked_or_stopped_timers_are_dropped_uncommitted() -> None:
 
 async def test_a_failed_republish_is_tried_again_and_holds_the_commit() -> None:
     class FlakyPublisher(MemoryPublisher):
+        """The first retry's republish fails twice; the second's goes through at once."""
+
         failures = 2
 
         async def publish_raw(self, topic: str, payload: bytes, key: str | None, attempt: int) -> None:
-            if self.failures:
+            if self.failures and orjson.loads(payload)["chunk_index"] == 0:
                 self.failures -= 1
                 raise ConnectionError("broker unreachable")
             await super().publish_raw(topic, payload, key, attempt)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from handlers.runtime.settings import settings_markdown
 from handlers.docs import render_readme
+from handlers.runtime.settings import settings_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 

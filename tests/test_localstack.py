@@ -2,7 +2,7 @@
 
 ``infra`` imports nothing of ``handlers``, so where it mirrors a settings default
 the two must be kept equal by a test, and the bridge must hand served models
-their weights as parameters and turn infra's errors into polydub's.
+their weights as parameters and infra's errors are polydub's.
 """
 
 from __future__ import annotations
@@ -14,13 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from handlers.localstack import (
-    LocalStackError,
-    stack_errors,
-    stack_from_settings,
-    triton_models,
-)
-from handlers.runtime.errors import InputError
+from handlers.localstack import stack_from_settings, triton_models
 from handlers.runtime.settings import Settings
 from infra.errors import StackError, StackInputError
 from infra.triton import (
@@ -28,6 +22,7 @@ from infra.triton import (
     DEFAULT_TRITON_CPU_THREADS,
     TritonServer,
 )
+from schemas.errors import InputError, PolydubError
 from serving import MODEL_REPOSITORY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,13 +48,13 @@ def test_infra_imports_nothing_of_handlers() -> None:
     assert done.stdout.strip() == "[]"
 
 
-def test_stack_errors_become_polydub_errors_with_the_same_sentences() -> None:
-    with pytest.raises(InputError) as usage, stack_errors():
+def test_stack_errors_are_polydub_errors_with_the_same_sentences() -> None:
+    with pytest.raises(InputError) as usage:
         raise StackInputError("no such service", "choose another")
     assert (usage.value.reason, usage.value.fix) == ("no such service", "choose another")
-    with pytest.raises(LocalStackError) as failure, stack_errors():
+    with pytest.raises(PolydubError) as failure:
         raise StackError("triton exited", "read the log")
-    assert not isinstance(failure.value, InputError)  # the CLI exits 1 for it, not 2
+    assert not isinstance(failure.value, InputError)  # the CLI exits 3 for it, not 2
     assert (failure.value.reason, failure.value.fix) == ("triton exited", "read the log")
 
 

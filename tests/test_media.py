@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from handlers.runtime import media
-from handlers.runtime.errors import InputError
 from handlers.runtime.media import (
     decode_audio,
     encode_mp4,
@@ -25,6 +24,7 @@ from handlers.runtime.media import (
     read_frames,
 )
 from handlers.runtime.wav import decode_wav, encode_wav
+from schemas.errors import InputError
 
 DURATION_S = 3.2
 FPS = 25

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from handlers.localstack import settings_from_env
 from handlers.runtime import keys
-from handlers.runtime.errors import InputError, ObjectNotFound, StorageError
 from handlers.runtime.objectstore import (
     LocalObjectStore,
     ObjectStore,
@@ -25,9 +25,9 @@ from handlers.runtime.objectstore import (
     validate_key,
 )
 from handlers.runtime.settings import Settings
-from handlers.localstack import settings_from_env
 from infra.process import free_ports
 from infra.seaweed import SeaweedServer
+from schemas.errors import InputError, ObjectNotFound, StorageError
 from tests.fixtures.servers import TEST_BUCKET, seaweed_store
 
 BAD_KEYS = [

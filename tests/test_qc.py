@@ -33,13 +33,13 @@ from handlers.quality.text import error_rate
 from handlers.quality.thresholds import Thresholds, voice_engine_set
 from handlers.quality.verdicts import Check, evaluate_checks
 from handlers.runtime import keys
-from handlers.runtime.errors import InputError
 from handlers.runtime.inference import ItemsClient, LocalInferenceClient
 from handlers.runtime.media import encode_mp4
 from handlers.runtime.mix import normalize_loudness
 from handlers.runtime.objectstore import LocalObjectStore
 from handlers.runtime.settings import Settings, get_settings
 from handlers.sample import face_layout
+from schemas.errors import InputError
 
 RATE = 22_050
 MIX_RATE = 48_000

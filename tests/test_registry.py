@@ -16,9 +16,9 @@ import pytest
 
 from handlers.app import STAGE_CLASSES
 from handlers.cli import build_parser
-from handlers.runtime.errors import InputError
 from handlers.runtime.served import check_engines, model_parameters
 from handlers.runtime.settings import Settings
+from schemas.errors import InputError
 from schemas.events import EngineChoice, Stage
 from schemas.registry import (
     CHUNK_STAGES,

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handlers.runtime.errors import InputError
 from handlers.runtime.media import decode_audio, probe, read_frames
 from handlers.runtime.subtitles import parse_subtitles
 from handlers.sample import (
@@ -19,6 +18,7 @@ from handlers.sample import (
     make_sample,
     render_frames,
 )
+from schemas.errors import InputError
 
 SECONDS = 6.0
 FPS = 25

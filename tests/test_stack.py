@@ -25,14 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handlers.localstack import (
-    settings_from_env,
-    stack_down,
-    stack_errors,
-    stack_status,
-    stack_up,
-)
-from handlers.runtime.errors import InputError
+from handlers.localstack import settings_from_env, stack_down, stack_status, stack_up
 from handlers.runtime.objectstore import open_store
 from handlers.runtime.served import models_to_load
 from handlers.runtime.settings import Settings
@@ -45,6 +38,7 @@ from infra.seaweed import SeaweedServer
 from infra.stack import Stack
 from infra.stackstate import server_from_state
 from infra.triton import TritonServer
+from schemas.errors import InputError
 from schemas.topics import ALL_TOPICS
 from tests.fixtures.servers import TEST_BUCKET, TritonFactory, seaweed_store
 
@@ -237,7 +231,7 @@ def test_stack_broker_on_s3_storage_survives_restart(tmp_path: Path) -> None:
 
 
 def test_broker_on_s3_without_access_is_input_error(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="S3"), stack_errors():
+    with pytest.raises(InputError, match="S3"):
         BrokerServer(tmp_path, storage="s3://tansu/").start()
 
 
@@ -337,7 +331,7 @@ def test_triton_explicit_mode_starts_with_nothing_loaded(
 
 
 def test_triton_rejects_missing_repository(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="not a folder"), stack_errors():
+    with pytest.raises(InputError, match="not a folder"):
         TritonServer(tmp_path, tmp_path / "nope").start()
 
 
@@ -465,7 +459,7 @@ def test_stack_in_process_subset_and_settings(tmp_path: Path) -> None:
 
 
 def test_stack_rejects_unknown_service(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="kafka"), stack_errors():
+    with pytest.raises(InputError, match="kafka"):
         Stack(tmp_path, ["kafka"])
 
 

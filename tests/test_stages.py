@@ -33,14 +33,15 @@ import pytest
 
 from handlers.app import STAGE_CLASSES
 from handlers.runtime import keys
-from handlers.runtime.bus import MemoryPublisher, Outcome, Source, process_event, relay_retry
-from handlers.runtime.errors import PolydubError
+from handlers.runtime.bus import MemoryPublisher, Outcome, Source, process_event
 from handlers.runtime.inference import InferenceClient, LocalInferenceClient
 from handlers.runtime.jobstate import JobState
 from handlers.runtime.objectstore import LocalObjectStore
+from handlers.runtime.retries import relay_retry
 from handlers.runtime.settings import Settings
 from handlers.runtime.stagekit import StageBase, StageDeps
 from handlers.sample import SampleFiles, make_sample
+from schemas.errors import PolydubError
 from schemas.events import (
     ChunkPlanned,
     DubCompleted,

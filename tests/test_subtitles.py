@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from handlers.runtime.errors import InputError
 from handlers.runtime.subtitles import (
     END_TOLERANCE_S,
     Segment,
@@ -17,6 +16,7 @@ from handlers.runtime.subtitles import (
     to_vtt,
     validate_segments,
 )
+from schemas.errors import InputError
 
 GOOD_SRT = """\
 1

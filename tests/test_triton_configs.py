@@ -18,7 +18,15 @@ from handlers.runtime.settings import Settings
 from infra.triton import TritonServer
 from serving import MODEL_REPOSITORY
 from serving.catalog import model_class, served_model_names
-from serving.configs import CPU, CPU_CONFIG_NAME, Variant, entry_point, queue_delay_us, render_config, render_model_configs
+from serving.configs import (
+    CPU,
+    CPU_CONFIG_NAME,
+    Variant,
+    entry_point,
+    queue_delay_us,
+    render_config,
+    render_model_configs,
+)
 from serving.model import Scaling
 
 MODELS = list(served_model_names())

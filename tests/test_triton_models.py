@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from handlers.runtime.errors import InferenceError
 from handlers.runtime.inference import LocalInferenceClient, TritonInferenceClient
 from infra.triton import TritonServer
+from schemas.errors import InferenceError
 from serving import MODEL_REPOSITORY
 from serving.batching import join_items, run_batch, run_requests, split_batch
 from serving.configs import CPU_CONFIG_NAME

@@ -31,12 +31,12 @@ from typing import Any, ClassVar
 
 import pytest
 
-from handlers.runtime.errors import InputError
 from handlers.runtime.metrics import STAGE_OUTCOMES
 from handlers.runtime.settings import Settings
 from handlers.worker import Health, OpsServer, serve
 from infra.broker import BrokerServer
 from infra.process import free_ports
+from schemas.errors import InputError
 from schemas.events import JobMerged
 from schemas.serialization import encode_event
 from schemas.topics import JOB_MERGED, topic_name
@@ -365,8 +365,8 @@ def test_status_of_a_running_job_names_its_stage_and_chunk_progress(tmp_path: Pa
 
 def test_status_of_a_failed_job_shows_code_reason_and_fix(tmp_path: Path) -> None:
     from handlers.client import read_status, render_status
-    from handlers.runtime.errors import InferenceError
     from handlers.runtime.jobstate import JobState
+    from schemas.errors import InferenceError
 
     store = _store_with_job(tmp_path, "job-bad", chunks=2, done={"synthesis": 1})
     error = InferenceError("model 'vc_rvc' kept failing", "check the Triton log")
@@ -381,8 +381,8 @@ def test_status_of_a_failed_job_shows_code_reason_and_fix(tmp_path: Path) -> Non
 
 def test_status_of_a_job_waiting_for_ingest_and_of_an_unknown_job(tmp_path: Path) -> None:
     from handlers.client import read_status
-    from handlers.runtime.errors import InputError
     from handlers.runtime.objectstore import LocalObjectStore
+    from schemas.errors import InputError
 
     store = LocalObjectStore(tmp_path / "store")
     store.put_bytes("uploads/job-new/video.mp4", b"...")

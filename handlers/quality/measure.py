@@ -42,12 +42,12 @@ from handlers.quality.signals import (
     waveform_series,
 )
 from handlers.quality.text import edit_distance, error_metric, tokens
-from handlers.runtime.errors import InputError
 from handlers.runtime.frames import audio_for_frames, window_frame_range
 from handlers.runtime.inference import InferenceClient
 from handlers.runtime.media import iter_frames, probe
 from handlers.runtime.mix import loudness_profile
 from handlers.runtime.settings import Settings
+from schemas.errors import InputError
 from serving.interfaces import ASR, AV_SYNC, SPEAKER
 from serving.specs import scalar
 

@@ -18,10 +18,10 @@ from handlers.quality.signals import loudness_series, waveform_series
 from handlers.quality.thresholds import Thresholds
 from handlers.quality.verdicts import Check
 from handlers.runtime import keys
-from handlers.runtime.errors import InputError, ObjectNotFound
 from handlers.runtime.mix import loudness_profile
 from handlers.runtime.objectstore import ObjectStore
 from handlers.runtime.settings import Settings
+from schemas.errors import InputError, ObjectNotFound
 
 
 def build_report(job_id: str, manifest: dict[str, Any], m: Measurements, checks: list[Check],

@@ -13,7 +13,7 @@ names are the Triton model names. Stages rarely build those by hand:
 :meth:`InferenceClient.infer_items` packs a list of items with the model
 family's specs (:mod:`serving.interfaces`) and unpacks the response the same
 way, so padding and lengths live in one place (:mod:`serving.batching`).
-Failures become :class:`~handlers.runtime.errors.InferenceError` (retryable)
+Failures become :class:`~schemas.errors.InferenceError` (retryable)
 with the model name and the server's reason.
 """
 
@@ -26,8 +26,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from handlers.runtime.errors import InferenceError
 from handlers.runtime.settings import Settings
+from schemas.errors import InferenceError
 from serving.batching import join_items, run_batch, split_batch
 from serving.specs import Interface, Item
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import orjson
 
-from handlers.runtime.errors import ObjectNotFound
 from handlers.runtime.keys import DONE_MARKER, chunk_done_key, chunk_state_key, job_prefix
 from handlers.runtime.objectstore import ObjectStore
+from schemas.errors import ObjectNotFound
 
 
 @dataclass

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 
-from handlers.runtime.errors import InputError
+from schemas.errors import InputError
 
 #: Job ids travel in keys, URIs, Kafka keys and log lines: letters, digits,
 #: ``.``, ``_``, ``-``; starting with a letter or digit so ``.``/``..`` are impossible.

@@ -56,7 +56,7 @@ from av.video.reformatter import ColorRange, Colorspace
 from av.video.stream import VideoStream
 
 from engines.dsp import fit_length, resample
-from handlers.runtime.errors import InputError
+from schemas.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ escape the local root. Keys come from :mod:`handlers.runtime.keys`.
 
 The API is synchronous (boto3 is); async handlers call it through
 ``asyncio.to_thread``. Errors: a missing object raises
-:class:`~handlers.runtime.errors.ObjectNotFound` naming the key; an
+:class:`~schemas.errors.ObjectNotFound` naming the key; an
 unreachable or failing store raises
-:class:`~handlers.runtime.errors.StorageError` (retryable).
+:class:`~schemas.errors.StorageError` (retryable).
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ import logging
 import os
 import shutil
 import tempfile
-import urllib.parse
 import threading
+import urllib.parse
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from handlers.runtime.errors import InputError, ObjectNotFound, StorageError
 from handlers.runtime.settings import Settings
+from schemas.errors import InputError, ObjectNotFound, StorageError
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from handlers.runtime.errors import InputError
 from handlers.runtime.settings import Settings
+from schemas.errors import InputError
 from schemas.registry import ENGINE_KINDS, ENGINES, EngineInfo, engine, engine_names
 
 

@@ -42,12 +42,12 @@ from typing import Any, ClassVar, Generic, TypeVar
 import numpy as np
 
 from handlers.runtime.bus import Publisher
-from handlers.runtime.errors import InputError, ObjectNotFound
 from handlers.runtime.inference import InferenceClient
 from handlers.runtime.jobstate import ChunkRow, JobState
 from handlers.runtime.objectstore import ObjectStore
 from handlers.runtime.settings import Settings
 from handlers.runtime.wav import decode_wav, encode_wav, mono
+from schemas.errors import InputError, ObjectNotFound
 from schemas.events import DubStatus, Envelope
 from schemas.registry import (
     CHUNK_STAGES,

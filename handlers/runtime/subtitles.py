@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from handlers.runtime.errors import InputError
+from schemas.errors import InputError
 
 SubtitleFormat = Literal["srt", "vtt"]
 

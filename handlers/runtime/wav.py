@@ -14,7 +14,7 @@ import io
 import numpy as np
 from scipy.io import wavfile
 
-from handlers.runtime.errors import InputError
+from schemas.errors import InputError
 
 
 def encode_wav(audio: np.ndarray, rate: int) -> bytes:
