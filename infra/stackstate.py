@@ -148,16 +148,23 @@ def start_detached(stack: Stack, *, topic_prefix: str = "", out: TextIO | None =
     return env
 
 
+def _recorded_servers(stack_dir: Path, out: TextIO) -> list[Server] | None:
+    """The servers the state file records (read under the caller's lock), or ``None``, said on ``out``."""
+    state = _read_state(stack_dir)
+    if state is None:
+        print(f"no stack recorded in {stack_dir}", file=out)
+        return None
+    return _servers_from_state(state)
+
+
 def stop_recorded(stack_dir: Path, *, out: TextIO | None = None) -> list[str]:
     """Stop the servers recorded in ``stack_dir``'s state file and remove it; returns their names."""
     out = out or sys.stdout
     stack_dir = stack_dir.resolve()
     with _locked(stack_dir):
-        state = _read_state(stack_dir)
-        if state is None:
-            print(f"no stack recorded in {stack_dir}", file=out)
+        servers = _recorded_servers(stack_dir, out)
+        if servers is None:
             return []
-        servers = _servers_from_state(state)
         was_alive = {server.name: server.is_alive() for server in servers}
         try:
             stop_servers(servers)
@@ -175,12 +182,11 @@ def recorded_status(stack_dir: Path, *, out: TextIO | None = None) -> list[Serve
     out = out or sys.stdout
     stack_dir = stack_dir.resolve()
     with _locked(stack_dir):
-        state = _read_state(stack_dir)
-    if state is None:
-        print(f"no stack recorded in {stack_dir}", file=out)
+        servers = _recorded_servers(stack_dir, out)
+    if servers is None:
         return []
     statuses = []
-    for server in _servers_from_state(state):
+    for server in servers:
         alive = server.is_alive()
         status = ServerStatus(
             name=server.name,
