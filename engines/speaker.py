@@ -43,10 +43,10 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 from scipy.ndimage import binary_dilation
-from scipy.signal import get_window
 from torch import nn
 
 from engines.dsp import resample
+from engines.dsp.mel import slaney_mel_filterbank, stft_magnitude
 
 __all__ = [
     "EMBEDDING_SIZE",
@@ -56,7 +56,6 @@ __all__ = [
     "default_weights_path",
     "mel_spectrogram",
     "similarity",
-    "slaney_mel_filterbank",
 ]
 
 #: Sample rate the encoder was trained at (Resemblyzer ``hparams.sampling_rate``).
@@ -138,58 +137,8 @@ def default_weights_path() -> Path:
 # --------------------------------------------------------------------------- preprocessing
 
 
-def _hz_to_mel_slaney(hz: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Slaney's mel scale (Auditory Toolbox, librosa ``htk=False``): linear below 1 kHz, log above."""
-    f_sp = 200.0 / 3.0
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = math.log(6.4) / 27.0
-    hz = np.asarray(hz, dtype=np.float64)
-    mel = hz / f_sp
-    above = hz >= min_log_hz
-    mel[above] = min_log_mel + np.log(hz[above] / min_log_hz) / logstep
-    return mel
-
-
-def _mel_to_hz_slaney(mel: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Inverse of :func:`_hz_to_mel_slaney`."""
-    f_sp = 200.0 / 3.0
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = math.log(6.4) / 27.0
-    mel = np.asarray(mel, dtype=np.float64)
-    hz = mel * f_sp
-    above = mel >= min_log_mel
-    hz[above] = min_log_hz * np.exp(logstep * (mel[above] - min_log_mel))
-    return hz
-
-
-def slaney_mel_filterbank(
-    sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS,
-    fmin: float = 0.0, fmax: float | None = None,
-) -> NDArray[np.float32]:
-    """Triangular mel filters, Slaney scale and area normalisation: librosa's ``filters.mel`` default.
-
-    Returns ``(n_mels, n_fft // 2 + 1)``. Each triangle spans three consecutive mel points and
-    is scaled by ``2 / (f[i+2] - f[i])`` so every band has unit area ("slaney" norm), which is
-    what the GE2E encoder saw in training.
-    """
-    fmax = sample_rate / 2.0 if fmax is None else fmax
-    fft_freqs = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
-    mel_points = np.linspace(_hz_to_mel_slaney(np.array([fmin]))[0],
-                             _hz_to_mel_slaney(np.array([fmax]))[0], n_mels + 2)
-    hz_points = _mel_to_hz_slaney(mel_points)
-    fdiff = np.diff(hz_points)
-    ramps = hz_points[:, None] - fft_freqs[None, :]
-    lower = -ramps[:-2] / fdiff[:-1, None]
-    upper = ramps[2:] / fdiff[1:, None]
-    weights = np.maximum(0.0, np.minimum(lower, upper))
-    weights *= (2.0 / (hz_points[2:] - hz_points[:-2]))[:, None]
-    return weights.astype(np.float32)
-
-
-_MEL_BASIS = slaney_mel_filterbank()
-_WINDOW = get_window("hann", N_FFT, fftbins=True).astype(np.float64)  # periodic Hann, as librosa
+#: The encoder's filterbank, rounded to float32 as it was when the encoder was trained and checked.
+_MEL_BASIS = slaney_mel_filterbank(SAMPLE_RATE, N_FFT, N_MELS).astype(np.float32)
 
 
 def mel_spectrogram(wav: NDArray[np.floating]) -> NDArray[np.float32]:
@@ -198,13 +147,7 @@ def mel_spectrogram(wav: NDArray[np.floating]) -> NDArray[np.float32]:
     Frames are centred (the signal is reflect-padded by ``n_fft // 2`` on both sides), so a
     signal of ``n`` samples gives ``1 + n // 160`` frames, as librosa's ``melspectrogram``.
     """
-    wav = np.asarray(wav, dtype=np.float64)
-    pad = N_FFT // 2
-    mode = "reflect" if len(wav) > pad else "constant"
-    padded = np.pad(wav, pad, mode=mode)
-    n_frames = 1 + (len(padded) - N_FFT) // HOP_LENGTH
-    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_LENGTH][:n_frames]
-    power = np.abs(np.fft.rfft(frames * _WINDOW, n=N_FFT, axis=1)) ** 2
+    power = stft_magnitude(wav, N_FFT, HOP_LENGTH) ** 2
     return (power @ _MEL_BASIS.T.astype(np.float64)).astype(np.float32)
 
 
