@@ -43,14 +43,22 @@ def _positive_seconds(value: str) -> float:
     return seconds
 
 
+def _frame_size(value: str) -> tuple[int, int]:
+    width, sep, height = value.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit() or int(width) < 64 or int(height) < 64:
+        raise argparse.ArgumentTypeError(f"frame size {value!r} is not WIDTHxHEIGHT with both at least 64, e.g. 1280x720")
+    return int(width), int(height)
+
+
 # --- commands ------------------------------------------------------------------
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from handlers.sample import make_sample
 
+    shape = {name: value for name, value in (("fps", args.fps), ("size", args.size)) if value is not None}
     files = make_sample(
-        Path(args.output), target_lang=args.lang, seconds=args.seconds, source_lang=args.source_lang
+        Path(args.output), target_lang=args.lang, seconds=args.seconds, source_lang=args.source_lang, **shape
     )
     print(f"video:     {files.video}")
     print(f"subtitles: {files.subtitles}")
@@ -281,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--source-lang", type=_language, default=None,
                         help="spoken language of the sample (default: one unlike --lang)")
     sample.add_argument("--seconds", type=_positive_seconds, default=12.0, help="length of the video")
+    sample.add_argument("--size", type=_frame_size, default=None, metavar="WxH",
+                        help="frame size, e.g. 1280x720 (default 256x256)")
+    sample.add_argument("--fps", type=_positive_seconds, default=None, help="frame rate (default 25)")
     sample.add_argument("-o", "--output", default="out/sample.mp4", help="video path; subtitles go beside it")
     sample.set_defaults(func=cmd_sample)
 

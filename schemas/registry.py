@@ -55,6 +55,10 @@ CHUNK_STAGES: Final[tuple[str, ...]] = tuple(s.name for s in STAGES if s.per_chu
 STAGE_BY_NAME: Final[dict[str, StageInfo]] = {s.name: s for s in STAGES}
 
 
+#: The served model that tracks faces for the engines that feed on face crops.
+FACE_TRACKER = "face_tracker"
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     """One engine choice of a model stage."""
@@ -70,6 +74,16 @@ class EngineInfo:
     needs: tuple[tuple[str, ...], ...] = ()
     #: Whether this release serves the model at all.
     served: bool = True
+    #: What the stage sends the model: ``frames`` (whole frames and their audio) or, for
+    #: lip sync, ``face_crops`` (96x96 face crops and mel windows: the stage tracks the face
+    #: with ``face_tracker``, crops it and pastes the result back).
+    feeds: Literal["frames", "face_crops"] = "frames"
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Every served model a job with this engine calls (its own, and the face tracker it needs)."""
+        own = () if self.model is None else (self.model,)
+        return own + ((FACE_TRACKER,) if self.feeds == "face_crops" else ())
 
 
 ENGINES: Final[tuple[EngineInfo, ...]] = (
@@ -82,7 +96,8 @@ ENGINES: Final[tuple[EngineInfo, ...]] = (
     EngineInfo("vc", "rvc", "vc_rvc", "RVC retrieval-based voice conversion", neural_voice=True, served=False),
     EngineInfo("vc", "none", None, "no conversion: the dub keeps the TTS voice"),
     EngineInfo("lipsync", "mouthwarp", "lipsync_mouthwarp", "mouth warp, the weight-free reference lip sync"),
-    EngineInfo("lipsync", "wav2lip", "lipsync_wav2lip", "Wav2Lip neural lip sync", served=False),
+    EngineInfo("lipsync", "wav2lip", "lipsync_wav2lip", "Wav2Lip neural lip sync over tracked face crops",
+               needs=(("wav2lip_checkpoint",), ("wav2lip_random_init",)), feeds="face_crops"),
     EngineInfo("lipsync", "none", None, "no lip sync: the source frames untouched"),
 )
 ENGINE_KINDS: Final[tuple[EngineKind, ...]] = ("tts", "vc", "lipsync")

@@ -109,7 +109,10 @@ def render_config(served: type[ServedModel], variant: Variant = PRODUCTION, head
     if variant.dynamic_batching:
         note = ("" if served.scaling is Scaling.BATCHED else
                 "# Per-item engine: no queue delay; throughput scales with the instance count.\n")
-        batching = (f"{note}dynamic_batching {{\n  max_queue_delay_microseconds: {variant.delay_us(served)}\n}}\n")
+        preferred = (f"  preferred_batch_size: [ {', '.join(str(n) for n in served.preferred_batch_sizes)} ]\n"
+                     if served.preferred_batch_sizes else "")
+        batching = (f"{note}dynamic_batching {{\n{preferred}"
+                    f"  max_queue_delay_microseconds: {variant.delay_us(served)}\n}}\n")
     return (
         comment
         + f'name: "{served.name}"\n'
@@ -145,6 +148,8 @@ def config_json(served: type[ServedModel], variant: Variant = CPU) -> str:
     }
     if variant.dynamic_batching:
         document["dynamic_batching"] = {"max_queue_delay_microseconds": variant.delay_us(served)}
+        if served.preferred_batch_sizes:
+            document["dynamic_batching"]["preferred_batch_size"] = list(served.preferred_batch_sizes)
     return json.dumps(document)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from engines.wav2lip.config import FACE_SIZE, MEL_BANDS, MEL_STEPS
 from serving.specs import Interface, TensorSpec
 
 F32 = np.dtype(np.float32)
@@ -84,6 +85,27 @@ LIPSYNC_OUTPUTS = (
     TensorSpec("FACE_FRAMES", I64, (1,), "How many frames had a face (the others pass through)."),
 )
 
+FACE_LIPSYNC_INPUTS = (
+    TensorSpec("FACES", U8, (FACE_SIZE, FACE_SIZE, 3), f"Face crop, RGB, resized to {FACE_SIZE}x{FACE_SIZE} (the "
+               "stage crops with the published padding and pastes the result back)."),
+    TensorSpec("MEL", F32, (MEL_BANDS, MEL_STEPS), "The Wav2Lip log-mel window of the 0.2 s from the crop's frame "
+               "on (engines.dsp.mel.WAV2LIP_MEL: 16 kHz, 80 bands, values in [-4, 4])."),
+)
+FACE_LIPSYNC_OUTPUTS = (
+    TensorSpec("FACES", U8, (FACE_SIZE, FACE_SIZE, 3), "The crop with the lower face re-drawn to the speech, RGB."),
+)
+
+FACE_TRACK_INPUTS = (
+    TensorSpec("FRAMES", U8, (-1, -1, -1, 3), "Consecutive RGB frames (N, H, W, 3), downscaled as the caller "
+               "likes (the tracker works at 320 px on the longer side).", length_of="FRAMES_LENGTH"),
+    TensorSpec("FRAMES_LENGTH", I64, (1,), "Valid frames of FRAMES."),
+)
+FACE_TRACK_OUTPUTS = (
+    TensorSpec("BOXES", F32, (-1, 4), "The main face's box per frame, x, y, width, height in the sent frames' "
+               "pixels, smoothed over the clip; NaN where there is no face.", length_of="BOXES_LENGTH"),
+    TensorSpec("BOXES_LENGTH", I64, (1,), "Valid rows of BOXES (one per frame)."),
+)
+
 SPEAKER_INPUTS = (
     TensorSpec("WAVEFORM", F32, (-1,), "Speech, mono.", length_of="WAVEFORM_LENGTH"),
     TensorSpec("WAVEFORM_LENGTH", I64, (1,), "Valid samples of WAVEFORM."),
@@ -130,6 +152,8 @@ ASR_OUTPUTS = (
 TTS = Interface("tts", TTS_INPUTS, TTS_OUTPUTS)
 VC = Interface("vc", VC_INPUTS, VC_OUTPUTS)
 LIPSYNC = Interface("lipsync", LIPSYNC_INPUTS, LIPSYNC_OUTPUTS)
+FACE_LIPSYNC = Interface("face_lipsync", FACE_LIPSYNC_INPUTS, FACE_LIPSYNC_OUTPUTS)
+FACE_TRACK = Interface("face_track", FACE_TRACK_INPUTS, FACE_TRACK_OUTPUTS)
 SPEAKER = Interface("speaker", SPEAKER_INPUTS, SPEAKER_OUTPUTS)
 AV_SYNC = Interface("av_sync", AV_SYNC_INPUTS, AV_SYNC_OUTPUTS)
 ASR = Interface("asr", ASR_INPUTS, ASR_OUTPUTS)

@@ -69,6 +69,9 @@ class ServedModel(ABC):
     scaling: ClassVar[Scaling] = Scaling.BATCHED
     #: Instances per config (processes in Triton); PER_ITEM models scale with it.
     instances: ClassVar[int] = 1
+    #: Batch sizes the dynamic batcher aims for (empty: as many as arrive within the delay);
+    #: sizes a GPU runs efficiently, for batch-first models whose batches can grow large.
+    preferred_batch_sizes: ClassVar[tuple[int, ...]] = ()
     #: ``cpu``: the engine only runs on a CPU; both configs say KIND_CPU, and a GPU
     #: placement (an operator's override) runs it on the CPU with a warning.
     #: ``any``: a torch model; production config KIND_GPU, CPU variant KIND_CPU.

@@ -23,7 +23,7 @@ from serving.triton import initialize_args
 RATE = 22_050
 FPS = 25.0
 #: Parameters a model needs to build at all here (no weights ship with polydub).
-PARAMETERS = {"tts_fastpitch": {"random_init": "true"}}
+PARAMETERS = {"tts_fastpitch": {"random_init": "true"}, "lipsync_wav2lip": {"random_init": "true"}}
 
 
 def _speech() -> np.ndarray:
@@ -49,6 +49,9 @@ def _one_request(name: str) -> list[dict]:
                      "FPS": np.float32(FPS)}],
         "av_sync": [{"FRAMES": face, "AUDIO": tone[: int(4 / FPS * RATE)], "SAMPLE_RATE": np.int32(RATE),
                      "FPS": np.float32(FPS)}],
+        "face_lipsync": [{"FACES": np.full((96, 96, 3), 128, dtype=np.uint8),
+                          "MEL": np.zeros((80, 16), dtype=np.float32)}] * 2,
+        "face_track": [{"FRAMES": face}],
     }
     return items[family]
 

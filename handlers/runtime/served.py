@@ -31,7 +31,13 @@ def model_parameters(settings: Settings) -> dict[str, dict[str, str]]:
         fastpitch["hifigan_checkpoint"] = str(settings.hifigan_checkpoint)
     if settings.fastpitch_random_init:
         fastpitch["random_init"] = "true"
-    return {"tts_fastpitch": fastpitch} if fastpitch else {}
+    wav2lip: dict[str, str] = {}
+    if settings.wav2lip_checkpoint is not None:
+        wav2lip["checkpoint"] = str(settings.wav2lip_checkpoint)
+    if settings.wav2lip_random_init:
+        wav2lip["random_init"] = "true"
+    parameters = {"tts_fastpitch": fastpitch, "lipsync_wav2lip": wav2lip}
+    return {name: values for name, values in parameters.items() if values}
 
 
 def _env_name(field: str) -> str:
@@ -90,10 +96,12 @@ async def check_served(engines: Mapping[str, str], settings: Settings, inference
     problems = []
     for kind in ENGINE_KINDS:
         info = engine(kind, engines[kind])
-        if info.model is not None and not await is_ready(info.model):
-            hint = f" (it needs {_needs_text(info)} on the Triton host)" if info.needs else ""
+        for model in info.models:
+            if await is_ready(model):
+                continue
+            hint = f" (it needs {_needs_text(info)} on the Triton host)" if info.needs and model == info.model else ""
             problems.append(InputError(
-                f"{info.kind} engine {info.name!r}: model {info.model} is not loaded on Triton at "
+                f"{info.kind} engine {info.name!r}: model {model} is not loaded on Triton at "
                 f"{settings.triton_url}{hint}",
                 f"load it on the server (`polydub stack up` loads every model whose weights are configured), "
                 f"or choose {_alternatives(info)}",

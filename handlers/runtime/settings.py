@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     fastpitch_random_init: bool = Field(
         False, description="Run FastPitch with random weights (compute benchmarks only: it renders noise)."
     )
+    wav2lip_checkpoint: Path | None = Field(
+        None, description="Wav2Lip generator (`wav2lip.pth` or `wav2lip_gan.pth`) for `--lipsync wav2lip`."
+    )
+    wav2lip_random_init: bool = Field(
+        False, description="Run Wav2Lip with random weights (compute benchmarks only: it draws noise on the mouth)."
+    )
 
     # --- pipeline ------------------------------------------------------------
     chunk_seconds: float = Field(
@@ -112,6 +118,18 @@ class Settings(BaseSettings):
         125,
         ge=1,
         description="Frames sent to the lip-sync model in one inference call (bounds request size).",
+    )
+    lipsync_crops_per_request: int = Field(
+        16,
+        ge=1,
+        description="Face crops per request to a crop-based lip-sync model (Wav2Lip): a chunk's crops go as "
+        "concurrent requests of this size, which the server batches across chunks and jobs.",
+    )
+    face_track_max_side: int = Field(
+        320,
+        ge=64,
+        description="Frames sent to face tracking are downscaled to this many pixels on the longer side "
+        "(the tracker works at 320 px; the boxes are scaled back).",
     )
     intermediate_crf: int = Field(
         12, ge=0, le=51, description="H.264 CRF of lip-synced chunk videos (re-encoded once more at merge)."
