@@ -111,3 +111,5 @@ def test_unknown_or_malformed_parameters_name_the_model_and_the_fix() -> None:
         build_model("tts_fastpitch", {"random_init": "maybe"})
     with pytest.raises(ValueError, match="tts_fastpitch needs the parameter.*fastpitch_checkpoint"):
         build_model("tts_fastpitch", {})
+    with pytest.raises(ValueError, match="lipsync_wav2lip needs the parameter checkpoint.*POLYDUB_WAV2LIP_CHECKPOINT"):
+        build_model("lipsync_wav2lip", {})
