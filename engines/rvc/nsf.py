@@ -95,8 +95,14 @@ class SineSource(nn.Module):
         phases[:, 0] = 0  # the fundamental starts at phase 0
         return phases[:, None, None, :]  # (B, 1, 1, partials)
 
-    def excitation(self, f0: Tensor, lengths: Tensor, draws: ItemDraws) -> Tensor:
-        """The sine-plus-noise excitation (B, T * hop, partials), in at least float32."""
+    def excitation(self, f0: Tensor, lengths: Tensor, draws: ItemDraws, phase: Tensor | None = None) -> Tensor:
+        """The sine-plus-noise excitation (B, T * hop, partials), in at least float32.
+
+        ``phase`` (B,): the fundamental's phase at the first sample, in cycles
+        (default 0, as RVC starts every call). A piece of a longer utterance
+        passes the phase the utterance has there, so pieces join without a
+        jump in the sine (partial p starts at p times it).
+        """
         batch, frames = f0.shape
         work = torch.promote_types(f0.dtype, torch.float32)
         f0 = f0.to(work)
@@ -106,6 +112,9 @@ class SineSource(nn.Module):
         frame_start = ((torch.cumsum(per_frame, dim=1) - per_frame) % 1).to(work)
         within = torch.arange(1, self.hop_length + 1, device=f0.device, dtype=work)[None, None, :, None]
         start = frame_start[:, :, None, :] + self._initial_phases(batch, draws, frame_start)
+        if phase is not None:
+            offset = (phase.to(device=f0.device, dtype=PHASE_ACCUMULATOR_DTYPE)[:, None] * multiples) % 1
+            start = start + offset.to(work)[:, None, None, :]
         phase = start + cycles_per_sample[:, :, None, :] * within  # (B, T, hop, P)
         sine = torch.sin(2 * math.pi * phase).reshape(batch, frames * self.hop_length, self.partials)
         voiced = (f0 > self.voiced_threshold_hz).to(work)
@@ -114,9 +123,9 @@ class SineSource(nn.Module):
         noise = draws.padded_normal((lengths * self.hop_length).tolist(), sine, time_dim=1)
         return sine * self.amplitude * voiced + noise_std * noise
 
-    def forward(self, f0: Tensor, lengths: Tensor, draws: ItemDraws) -> Tensor:
+    def forward(self, f0: Tensor, lengths: Tensor, draws: ItemDraws, phase: Tensor | None = None) -> Tensor:
         dtype = self.l_linear.weight.dtype
-        merged = torch.tanh(self.l_linear(self.excitation(f0, lengths, draws).to(dtype)))
+        merged = torch.tanh(self.l_linear(self.excitation(f0, lengths, draws, phase).to(dtype)))
         merged = merged.transpose(1, 2)  # (B, 1, T * hop)
         return merged * frame_mask(lengths, self.hop_length, merged.size(2), merged)
 
@@ -190,9 +199,9 @@ class NsfDecoder(HifiGanDecoder):
         return self.noise_convs[stage](source)
 
     def forward(self, z: Tensor, lengths: Tensor, g: Tensor, f0: Tensor,  # type: ignore[override]
-                draws: ItemDraws) -> Tensor:
+                draws: ItemDraws, phase: Tensor | None = None) -> Tensor:
         """f0 (B, T) Hz; the source is zero past each item's end, so the strided convs see zero padding."""
-        return self.render(z, lengths, g, self.m_source(f0, lengths, draws))
+        return self.render(z, lengths, g, self.m_source(f0, lengths, draws, phase))
 
 
 __all__ = ["HifiGanDecoder", "NsfDecoder", "SineSource", "frame_mask"]

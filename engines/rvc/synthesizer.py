@@ -115,7 +115,8 @@ class RvcSynthesizer(nn.Module):
 
     @torch.no_grad()
     def infer(self, phone: Tensor, lengths: Tensor, pitch: Tensor | None, nsff0: Tensor | None, sid: Tensor,
-              noise_scale: float = PUBLISHED_NOISE_SCALE, generator: GeneratorArg = None) -> SynthesisOutput:
+              noise_scale: float = PUBLISHED_NOISE_SCALE, generator: GeneratorArg = None,
+              source_phase: Tensor | None = None) -> SynthesisOutput:
         """Render a padded batch.
 
         ``phone`` (B, T, 256 | 768) content features at 100 frames/s; ``lengths``
@@ -124,8 +125,10 @@ class RvcSynthesizer(nn.Module):
         the others; ``sid`` (B,) speaker ids. ``noise_scale`` scales the latent
         noise (0 gives the mean). ``generator``: None (the global RNG), one
         ``torch.Generator`` shared by the batch, or one per item (an item's
-        audio then depends only on its own inputs and generator). The outputs
-        follow the module's device and dtype.
+        audio then depends only on its own inputs and generator).
+        ``source_phase`` (B,) cycles: where F0 voices start their sine source
+        (default 0, RVC's; a piece of a longer utterance passes the phase the
+        utterance has there). The outputs follow the module's device and dtype.
         """
         param = self._anchor()
         phone, lengths, pitch, nsff0, sid = self._checked(phone, lengths, pitch, nsff0, sid, param)
@@ -139,7 +142,7 @@ class RvcSynthesizer(nn.Module):
         z = self.flow.inverse(z_p, mask, g) * mask
         if isinstance(self.dec, NsfDecoder):
             assert nsff0 is not None
-            audio = self.dec(z, lengths, g, nsff0, draws)
+            audio = self.dec(z, lengths, g, nsff0, draws, source_phase)
         else:
             audio = self.dec(z, lengths, g)
         return SynthesisOutput(audio[:, 0], lengths * self.hop_length)

@@ -164,6 +164,8 @@ def _check_rate_label(label: Any, config: RvcConfig, path: Path) -> None:
     if label is None:
         return
     hz = RATE_LABELS.get(str(label))
+    if hz is None and str(label).isdigit():  # a rate in Hz (what a voice at an unpublished rate carries)
+        hz = int(str(label))
     if hz != config.sampling_rate:
         logger.warning("%s: 'sr' says %r but the config's rate is %d Hz; using %d Hz as RVC does", path, label,
                        config.sampling_rate, config.sampling_rate)
