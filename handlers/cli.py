@@ -13,10 +13,11 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from handlers.runtime.logs import configure_logging
 from handlers.runtime.settings import Settings, get_settings, settings_markdown
-from schemas.errors import PolydubError
+from schemas.errors import InputError, PolydubError
 from schemas.events import SUPPORTED_LANGUAGES
 
 log = logging.getLogger("polydub")
@@ -82,11 +83,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(describe_plan(plan_job(video, subs, settings), target_lang=args.to))
         return 0
     engines = EngineChoice(**chosen)
+    voices = _voices(args, engines.vc, settings)
     if not args.verbose:
         # The progress bar tells the story; per-event access logs would bury it.
         logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
     output = Path(args.output) if args.output else video.with_suffix(f".{args.to}.mp4")
-    result = asyncio.run(run_job(video, subs, args.to, output, engines, settings))
+    result = asyncio.run(run_job(video, subs, args.to, output, engines, settings, voices=voices))
     print(summarize(result))
     return 0
 
@@ -144,8 +146,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     engines = EngineChoice(**_engines(args, settings))
+    voices = _voices(args, engines.vc, settings)
     submission = asyncio.run(
-        submit_job(Path(args.video), Path(args.subs), args.to, engines, settings, job_id=args.job_id)
+        submit_job(Path(args.video), Path(args.subs), args.to, engines, settings, job_id=args.job_id, voices=voices)
     )
     print(submission.job_id, flush=True)
     return _follow_job(submission.job_id, args.timeout) if args.wait else 0
@@ -190,7 +193,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_trace(args: argparse.Namespace) -> int:
     from handlers.runtime.keys import validate_job_id
     from handlers.tracing_view import load_job_spans, render_job
-    from schemas.errors import InputError
 
     settings = get_settings()
     job_id = validate_job_id(args.job)
@@ -265,6 +267,10 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
         described = "; ".join(f"{n}: {engine(kind, n).description}" for n in names)
         parser.add_argument(f"--{kind}", choices=names, default=DEFAULT_ENGINES[kind],
                             help=f"{kind} engine (default {DEFAULT_ENGINES[kind]}) - {described}")
+    parser.add_argument("--voice", default=None, metavar="NAME",
+                        help="RVC voice for every speaker (with --vc rvc): a .pth of POLYDUB_RVC_VOICES_DIR")
+    parser.add_argument("--pitch-shift", type=float, default=None, metavar="SEMITONES",
+                        help="shift the voice's pitch (with --voice; default: toward the speaker's register)")
 
 
 def _engines(args: argparse.Namespace, settings: Settings) -> dict[str, str]:
@@ -274,6 +280,26 @@ def _engines(args: argparse.Namespace, settings: Settings) -> dict[str, str]:
     engines = {"tts": args.tts, "vc": args.vc, "lipsync": args.lipsync}
     check_engines(engines, settings)
     return engines
+
+
+def _voices(args: argparse.Namespace, vc_engine: str, settings: Settings) -> dict[str, Any]:
+    """``--voice`` / ``--pitch-shift`` as the submission's voices map, checked against the voices directory."""
+    from handlers.runtime.voices import check_voice_names
+    from schemas.events import ANY_SPEAKER, SpeakerVoice
+
+    if args.voice is None:
+        if args.pitch_shift is not None:
+            raise InputError("--pitch-shift shifts a named voice, and no --voice is given", "add --voice NAME")
+        voices: dict[str, Any] = {}
+    else:
+        try:
+            voices = {ANY_SPEAKER: SpeakerVoice(voice=args.voice, pitch_shift=args.pitch_shift)}
+        except ValueError as exc:
+            raise InputError(f"--voice {args.voice!r} / --pitch-shift {args.pitch_shift}: {exc}",
+                             "name a voice file of the voices directory (without .pth); shift by -24..24 "
+                             "semitones") from None
+    check_voice_names(vc_engine, voices, settings)
+    return voices
 
 
 def build_parser() -> argparse.ArgumentParser:

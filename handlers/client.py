@@ -27,7 +27,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -42,7 +42,7 @@ from handlers.runtime.objectstore import ObjectStore
 from handlers.runtime.settings import Settings
 from handlers.runtime.subtitles import subtitle_format
 from schemas.errors import InputError, ObjectNotFound, PolydubError
-from schemas.events import DubCompleted, DubFailed, DubStatus, EngineChoice, MediaSubmitted, SubtitlesRef
+from schemas.events import DubCompleted, DubFailed, DubStatus, EngineChoice, MediaSubmitted, SpeakerVoice, SubtitlesRef
 from schemas.status import StatusCode
 from schemas.topics import DUB_COMPLETED, DUB_FAILED, DUB_STATUS, topic_name
 
@@ -81,7 +81,7 @@ def upload_keys(job_id: str, video: Path, subtitles: Path) -> tuple[str, str]:
 
 
 def media_submitted(job_id: str, video_uri: str, subtitles_uri: str, target_lang: str,
-                    engines: EngineChoice) -> MediaSubmitted:
+                    engines: EngineChoice, voices: Mapping[str, SpeakerVoice] | None = None) -> MediaSubmitted:
     """The ``media.submitted`` of a video and its subtitles file (both already where ingest can read them)."""
     return MediaSubmitted(
         job_id=job_id,
@@ -89,6 +89,7 @@ def media_submitted(job_id: str, video_uri: str, subtitles_uri: str, target_lang
         target_lang=target_lang,  # type: ignore[arg-type]
         subtitles=SubtitlesRef(uri=subtitles_uri, format=subtitle_format(subtitles_uri)),
         engines=engines,
+        voices=dict(voices or {}),
     )
 
 
@@ -112,6 +113,7 @@ async def submit_job(
     settings: Settings,
     *,
     job_id: str | None = None,
+    voices: Mapping[str, SpeakerVoice] | None = None,
 ) -> Submission:
     """Validate, upload, publish ``media.submitted``; returns once the broker has the event."""
     from aiokafka.errors import KafkaError
@@ -137,7 +139,8 @@ async def submit_job(
             await asyncio.to_thread(store.put_file, video_key, video)
             await asyncio.to_thread(store.put_file, subtitles_key, subtitles)
             log.info("uploaded inputs", extra={"video": store.uri(video_key), "subtitles": store.uri(subtitles_key)})
-            event = media_submitted(job_id, store.uri(video_key), store.uri(subtitles_key), target_lang, engines)
+            event = media_submitted(job_id, store.uri(video_key), store.uri(subtitles_key), target_lang, engines,
+                                    voices)
             try:
                 # Producing to a missing topic would auto-create it with the broker's defaults.
                 await ensure_topics(settings)

@@ -2,9 +2,11 @@
 
 Moves each dubbed segment toward its speaker's voice with the job's VC model.
 Segments are converted one speaker at a time, each batch in one inference
-call; a speaker's statistics (for WORLD: F0 and envelope) are computed once
-per job from the reference clip, stored beside it, and sent instead of the
-clip from then on. With ``vc = none`` the stage passes the speech through.
+call; a speaker's statistics (for WORLD: F0 and envelope; for RVC: their
+register) are computed once per job from the reference clip, stored beside
+it, and sent instead of the clip from then on. Engines with named voices (RVC)
+also get the speaker's voice and pitch shift, as ingest resolved them into the
+manifest. With ``vc = none`` the stage passes the speech through.
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ class ConversionStage(ChunkStage[ChunkSynthesized]):
             # convert identically from the cached copy.
             reference, _ = await self.run_blocking(self.get_audio, manifest["speakers"][speaker])
             target = {"REFERENCE": reference}
-        items = [{"WAVEFORM": piece, "SAMPLE_RATE": np.int32(rate), **target} for piece in pieces]
+        items = [{"WAVEFORM": piece, "SAMPLE_RATE": np.int32(rate), **target, **_voice_inputs(manifest, speaker)}
+                 for piece in pieces]
         out = await self.inference.infer_items(choice.model, VC, items)
         if stats is None and "TARGET_STATS" in out[0]:
             await self.run_blocking(self._save_stats, stats_key, out[0]["TARGET_STATS"])
@@ -91,6 +94,17 @@ class ConversionStage(ChunkStage[ChunkSynthesized]):
         buffer = io.BytesIO()
         np.save(buffer, np.asarray(stats, dtype=np.float32))
         self.store.put_bytes(key, buffer.getvalue())
+
+
+def _voice_inputs(manifest: dict[str, Any], speaker: str) -> dict[str, Any]:
+    """The speaker's named voice and pitch shift, for engines with voices (ingest resolved them)."""
+    choice = manifest.get("voices", {}).get(speaker)
+    if choice is None:
+        return {}
+    inputs: dict[str, Any] = {"VOICE": choice["voice"]}
+    if choice.get("pitch_shift") is not None:
+        inputs["PITCH_SHIFT"] = np.float32(choice["pitch_shift"])
+    return inputs
 
 
 def _span(fit: SegmentFit, window_start: float, rate: int, size: int) -> tuple[int, int]:

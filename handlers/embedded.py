@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from handlers.runtime import keys
 from handlers.runtime.settings import Settings
 from handlers.runtime.telemetry import start_span
 from schemas.errors import PolydubError
-from schemas.events import DubCompleted, DubFailed, DubStatus, EngineChoice
+from schemas.events import DubCompleted, DubFailed, DubStatus, EngineChoice, SpeakerVoice
 
 EMBEDDED_SESSION_TIMEOUT_MS = 3000
 
@@ -55,6 +56,7 @@ async def run_job(
     *,
     progress: bool = True,
     timeout_s: float | None = None,
+    voices: Mapping[str, SpeakerVoice] | None = None,
 ) -> RunResult:
     """Dub ``video`` end to end on this machine; raises :class:`JobFailed` on ``dub.failed``."""
     from handlers.inputs import validate_inputs
@@ -77,18 +79,18 @@ async def run_job(
             })
             await ensure_topics(local)
             return await _run(job_id, video, subtitles, target_lang, output, engines, local,
-                              progress=progress, timeout_s=timeout_s)
+                              progress=progress, timeout_s=timeout_s, voices=voices)
         finally:
             server.stop()
 
 
 async def _run(job_id: str, video: Path, subtitles: Path, target_lang: str, output: Path,
                engines: EngineChoice, settings: Settings, *, progress: bool,
-               timeout_s: float | None) -> RunResult:
+               timeout_s: float | None, voices: Mapping[str, SpeakerVoice] | None) -> RunResult:
     broker, deps = build_broker(settings, ALL_STAGES + (RETRY_RELAY,), service_name="polydub-run")
     bar = _ProgressBar(enabled=progress)
     submitted = media_submitted(job_id, video.resolve().as_uri(), subtitles.resolve().as_uri(), target_lang,
-                                engines)
+                                engines, voices)
     async with broker:
         await start_broker(broker)
         with start_span("job", job_id=job_id, target_lang=target_lang):

@@ -24,6 +24,7 @@ from handlers.runtime.media import decode_audio
 from handlers.runtime.served import check_served
 from handlers.runtime.stagekit import JobStage
 from handlers.runtime.subtitles import Segment, subtitle_format
+from handlers.runtime.voices import check_voice_names, resolve_voices
 from schemas.errors import InputError, ObjectNotFound
 from schemas.events import JobAccepted, MediaSubmitted
 
@@ -44,6 +45,7 @@ class IngestStage(JobStage[MediaSubmitted]):
     async def work(self, event: MediaSubmitted, state: JobState) -> dict[str, Any]:
         # The engines first: a job that cannot run fails in a second, before any media moves.
         await check_served(event.engines.model_dump(), self.settings, self.inference)
+        check_voice_names(event.engines.vc, event.voices, self.settings)
         return await self.run_blocking(self._ingest, event)
 
     def next_events(self, event: MediaSubmitted, manifest: dict[str, Any]) -> list[JobAccepted]:
@@ -71,6 +73,8 @@ class IngestStage(JobStage[MediaSubmitted]):
                     inputs = validate_inputs(video, _inline_segments(event))
             except InputError as exc:
                 raise _naming_uri(exc, video, event.source_uri) from exc
+            voices = resolve_voices(event.engines.vc, event.voices,
+                                    (s.speaker or DEFAULT_SPEAKER for s in inputs.segments), self.settings)
             source_key = keys.source_key(event.job_id, "video")
             self.store.put_file(source_key, video)
             rate = self.settings.sample_rate
@@ -93,6 +97,7 @@ class IngestStage(JobStage[MediaSubmitted]):
             "source_lang": event.source_lang,
             "engines": event.engines.model_dump(),
             "speakers": speakers,
+            "voices": voices,
             "output_prefix": event.output_prefix,
             "sample_rate": self.settings.sample_rate,
         }

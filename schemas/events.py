@@ -121,6 +121,29 @@ class EngineChoice(_Model):
     lipsync: LipsyncEngine = Field(DEFAULT_ENGINES["lipsync"], description="Lip re-sync of the video.")
 
 
+VoiceName = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._()+-]{0,127}$",
+        description="A voice of the deployment's RVC voices directory: the name of its `.pth` file without "
+        "the suffix.",
+    ),
+]
+#: The ``voices`` key that gives every speaker without an entry of its own a voice.
+ANY_SPEAKER = "*"
+
+
+class SpeakerVoice(_Model):
+    """The RVC voice one speaker is converted to (``vc`` engine ``rvc``)."""
+
+    voice: VoiceName
+    pitch_shift: float | None = Field(
+        None, ge=-24.0, le=24.0,
+        description="Semitones to shift the dub's pitch by; absent: the shift that moves it to the speaker's "
+        "register, measured on their reference clip.",
+    )
+
+
 class SegmentFit(_Model):
     """How one dubbed segment was fitted into its subtitle slot."""
 
@@ -158,6 +181,11 @@ class MediaSubmitted(Envelope):
         description="Reference audio per speaker label; extracted from the source when absent.",
     )
     engines: EngineChoice = Field(default_factory=EngineChoice)
+    voices: dict[str, SpeakerVoice] = Field(
+        default_factory=dict,
+        description="RVC voice per speaker label, for `engines.vc` = `rvc`; the key `*` covers every speaker "
+        "not named. Speakers left out use the deployment's default voice (POLYDUB_RVC_DEFAULT_VOICE).",
+    )
     output_prefix: Uri | None = Field(
         None, description="Where to deliver outputs; defaults to the job's folder in the store."
     )

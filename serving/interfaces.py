@@ -62,6 +62,11 @@ VC_INPUTS = (
     TensorSpec("TARGET_STATS", F32, (-1,), "Speaker statistics returned by an earlier call (opaque).",
                length_of="TARGET_STATS_LENGTH", optional=True),
     TensorSpec("TARGET_STATS_LENGTH", I64, (1,), "Valid values of TARGET_STATS.", optional=True),
+    TensorSpec("VOICE", U8, (-1,), "Voice to convert to, for engines with named voices (vc_rvc: a voice of "
+               "its voices directory), UTF-8 bytes.", length_of="VOICE_LENGTH", optional=True, utf8=True),
+    TensorSpec("VOICE_LENGTH", I64, (1,), "Bytes of VOICE.", optional=True),
+    TensorSpec("PITCH_SHIFT", F32, (1,), "Pitch shift in semitones (absent: the engine moves the pitch to the "
+               "target speaker's register when it knows it, else keeps it).", optional=True),
 )
 VC_OUTPUTS = (
     TensorSpec("WAVEFORM", F32, (-1,), "Converted speech, same length as the input.", length_of="WAVEFORM_LENGTH"),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from serving.batching import run_batch
 from serving.catalog import build_model, model_class
 from serving.configs import Variant, config_json
 from serving.specs import encode_texts
+from tests.fixtures.servers import batch_statistics
 
 MODEL = "tts_fastpitch"
 TEXTS = ["Hello there.", "A somewhat longer sentence to speak.", "Yes.", "Numbers like 42 work too.",
@@ -89,7 +89,6 @@ async def _concurrently(url: str, requests: list[dict[str, np.ndarray]]) -> list
 def test_concurrent_requests_are_batched_and_match_the_local_client(
     server: TritonServer, checkpoints: tuple[Path, Path]
 ) -> None:
-    import tritonclient.grpc as grpcclient
 
     requests = [_request(t) for t in TEXTS]
     remote = asyncio.run(_concurrently(server.grpc_url, requests))
@@ -101,19 +100,9 @@ def test_concurrent_requests_are_batched_and_match_the_local_client(
         assert int(got["WAVEFORM_LENGTH"][0, 0]) == n > 0
         np.testing.assert_allclose(got["WAVEFORM"][0, :n], want["WAVEFORM"][0, :n], atol=1e-4)
 
-    # Triton records statistics just after it responds: wait (bounded) until they count every request.
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    deadline = time.monotonic() + 5.0
-    try:
-        while True:
-            stats = client.get_inference_statistics(model_name=MODEL, as_json=True)["model_stats"][0]
-            if int(stats.get("inference_count", 0)) >= len(TEXTS) or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-    finally:
-        client.close()
-    assert int(stats["inference_count"]) >= len(TEXTS)
-    assert int(stats["execution_count"]) < int(stats["inference_count"]), "the dynamic batcher grouped nothing"
+    inferences, executions = batch_statistics(server.grpc_url, MODEL, settle_for=len(TEXTS))
+    assert inferences >= len(TEXTS)
+    assert executions < inferences, "the dynamic batcher grouped nothing"
 
 
 def test_max_duration_speeds_speech_up_by_pace(server: TritonServer) -> None:

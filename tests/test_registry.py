@@ -78,8 +78,12 @@ def test_an_engine_that_cannot_run_is_refused_naming_what_to_set() -> None:
     plain = Settings(fastpitch_checkpoint=None, hifigan_checkpoint=None, fastpitch_random_init=False)
     check_engines(DEFAULT_ENGINES, plain)  # the weight-free defaults always run
     with pytest.raises(InputError) as info:
+        check_engines({**DEFAULT_ENGINES, "tts": "vallex"}, plain)
+    assert "'vallex'" in info.value.reason and "tts_vallex" in info.value.reason
+    assert "--tts espeak" in (info.value.fix or "")
+    with pytest.raises(InputError) as info:
         check_engines({**DEFAULT_ENGINES, "vc": "rvc"}, plain)
-    assert "'rvc'" in info.value.reason and "vc_rvc" in info.value.reason
+    assert "POLYDUB_RVC_VOICES_DIR and POLYDUB_RVC_CONTENT_ENCODER" in (info.value.fix or "")
     assert "--vc world" in (info.value.fix or "")
     with pytest.raises(InputError) as info:
         check_engines({**DEFAULT_ENGINES, "tts": "fastpitch"}, plain)
@@ -87,7 +91,7 @@ def test_an_engine_that_cannot_run_is_refused_naming_what_to_set() -> None:
     assert "POLYDUB_FASTPITCH_RANDOM_INIT" in (info.value.fix or "")
     configured = plain.model_copy(update={"fastpitch_random_init": True})
     check_engines({**DEFAULT_ENGINES, "tts": "fastpitch"}, configured)
-    assert model_parameters(configured) == {"tts_fastpitch": {"random_init": "true"}}
+    assert model_parameters(configured)["tts_fastpitch"] == {"random_init": "true"}
     # Served by Triton, the weights live on the Triton host: the worker's settings need none.
     check_engines({**DEFAULT_ENGINES, "tts": "fastpitch"}, plain.model_copy(update={"inference": "triton"}))
     assert engine("tts", "fastpitch").model == "tts_fastpitch"
@@ -96,8 +100,8 @@ def test_an_engine_that_cannot_run_is_refused_naming_what_to_set() -> None:
 def test_polydub_run_refuses_an_unserved_engine_before_loading_anything() -> None:
     """Exit 2 with the reason and the fix, before torch or the bus are imported (so in well under a second)."""
     probe = ("import sys; from handlers.cli import main; rc = main(['run', 'v.mp4', '--subs', 's.srt', '--to', 'ko', "
-             "'--vc', 'rvc']); print(rc, 'torch' in sys.modules, 'faststream' in sys.modules)")
+             "'--tts', 'vallex']); print(rc, 'torch' in sys.modules, 'faststream' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin"}, check=False)
     assert done.stdout.split() == ["2", "False", "False"], done.stdout + done.stderr
-    assert "vc engine 'rvc'" in done.stderr and "fix: choose --vc world, --vc none" in done.stderr
+    assert "tts engine 'vallex'" in done.stderr and "fix: choose --tts espeak, --tts fastpitch" in done.stderr

@@ -31,7 +31,7 @@ from engines.rvc.pitch import F0_METHODS, coarse_pitch, register_shift, shift_pi
 from engines.rvc.randomness import ItemDraws
 from engines.rvc.retrieval import FeatureIndex
 from engines.rvc.voice import LoadedVoice
-from tests.fixtures.rvc import small_content_encoder, tiny_voice, voiced_speechlike
+from tests.fixtures.rvc import small_content_encoder, sung_tone, tiny_voice, voiced_speechlike
 
 RATE = 16000
 #: Long enough never to cut: the "whole" conversion of the pieces test.
@@ -75,12 +75,8 @@ def test_a_pitch_shift_is_in_semitones_and_keeps_unvoiced_frames_unvoiced() -> N
 
 @pytest.mark.parametrize("method", F0_METHODS)
 def test_each_tracker_finds_the_pitch_of_a_voiced_tone_and_none_in_silence(method: str) -> None:
-    # A sung 180 Hz with a little vibrato and breath (Harvest hears no voice in a mathematically pure tone).
-    t = np.arange(int(1.5 * RATE)) / RATE
-    phase = 2 * np.pi * np.cumsum(180 + 4 * np.sin(2 * np.pi * 5 * t)) / RATE
-    breath = 0.01 * np.random.default_rng(0).standard_normal(t.size)
-    tone = 0.4 * (np.sin(phase) + 0.4 * np.sin(2 * phase)) + breath
-    frames = t.size // 160 + 1
+    tone = sung_tone(180, 1.5)
+    frames = tone.size // 160 + 1
     f0 = track_f0(tone, frames, method)  # type: ignore[arg-type]
     assert f0.shape == (frames,)
     assert voiced_median_hz(f0) == pytest.approx(180, rel=0.03)

@@ -31,7 +31,7 @@ from serving.configs import CPU_CONFIG_NAME
 from serving.interfaces import LIPSYNC_INPUTS, SPEAKER_INPUTS, TTS_INPUTS, VC_INPUTS
 from serving.specs import Batch, Item, encode_texts, text_inputs
 from serving.triton import c_order
-from tests.fixtures.servers import TritonFactory
+from tests.fixtures.servers import TritonFactory, batch_statistics
 
 #: The weight-free reference engines: every one must load on a CPU-only Triton.
 REFERENCE_MODELS = ("tts_espeak", "vc_world", "lipsync_mouthwarp", "speaker_encoder")
@@ -197,19 +197,8 @@ async def settled_statistics(triton: TritonServer, model: str, inferences: int) 
 
 
 def statistics(triton: TritonServer, model: str) -> tuple[int, int]:
-    """(inference_count, execution_count) of a model from Triton's statistics API.
-
-    inference_count counts items (a request of batch 2 counts 2); execution_count counts
-    model executions, i.e. dynamic batches handed to ``execute``.
-    """
-    import tritonclient.grpc as grpcclient
-
-    client = grpcclient.InferenceServerClient(triton.grpc_url)
-    try:
-        stats = client.get_inference_statistics(model_name=model, as_json=True)["model_stats"][0]
-    finally:
-        client.close()
-    return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+    """(inference_count, execution_count) now: items, and model executions (dynamic batches)."""
+    return batch_statistics(triton.grpc_url, model)
 
 
 async def infer_all(triton: TritonServer, model: str, requests: list[Batch]) -> list[Any]:

@@ -10,7 +10,6 @@ does in process.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from serving.batching import join_items
 from serving.catalog import model_class
 from serving.configs import CPU_CONFIG_NAME, Variant, config_json
 from serving.interfaces import FACE_LIPSYNC_INPUTS, FACE_TRACK_INPUTS
+from tests.fixtures.servers import batch_statistics
 
 MODEL = "lipsync_wav2lip"
 TRACKER = "face_tracker"
@@ -73,23 +73,6 @@ async def _all(url: str, model: str, requests: list[dict[str, np.ndarray]]) -> l
         await client.close()
 
 
-def _statistics(url: str, model: str, expected: int) -> tuple[int, int]:
-    """(inference_count, execution_count), once the counters include ``expected`` items (bounded wait)."""
-    import tritonclient.grpc as grpcclient
-
-    client = grpcclient.InferenceServerClient(url)
-    deadline = time.monotonic() + 5.0
-    try:
-        while True:
-            stats = client.get_inference_statistics(model_name=model, as_json=True)["model_stats"][0]
-            counts = int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
-            if counts[0] >= expected or time.monotonic() > deadline:
-                return counts
-            time.sleep(0.05)
-    finally:
-        client.close()
-
-
 def test_concurrent_crop_requests_are_batched_and_match_the_local_client(server: TritonServer,
                                                                          checkpoint: Path) -> None:
     requests = _requests()
@@ -99,7 +82,7 @@ def test_concurrent_crop_requests_are_batched_and_match_the_local_client(server:
         want = local.infer_sync(MODEL, request)
         assert got["FACES"].shape == want["FACES"].shape == (CROPS_PER_REQUEST, 96, 96, 3)
         assert np.abs(got["FACES"].astype(int) - want["FACES"].astype(int)).max() <= 1  # batch-size rounding
-    inferences, executions = _statistics(server.grpc_url, MODEL, REQUESTS * CROPS_PER_REQUEST)
+    inferences, executions = batch_statistics(server.grpc_url, MODEL, settle_for=REQUESTS * CROPS_PER_REQUEST)
     assert inferences >= REQUESTS * CROPS_PER_REQUEST
     assert executions < REQUESTS, "the dynamic batcher grouped no crop requests"
 

@@ -36,7 +36,15 @@ def model_parameters(settings: Settings) -> dict[str, dict[str, str]]:
         wav2lip["checkpoint"] = str(settings.wav2lip_checkpoint)
     if settings.wav2lip_random_init:
         wav2lip["random_init"] = "true"
-    parameters = {"tts_fastpitch": fastpitch, "lipsync_wav2lip": wav2lip}
+    rvc = {"f0_method": settings.rvc_f0_method, "index_rate": str(settings.rvc_index_rate),
+           "protect": str(settings.rvc_protect)}
+    if settings.rvc_voices_dir is not None:
+        rvc["voices_dir"] = str(settings.rvc_voices_dir)
+    if settings.rvc_content_encoder is not None:
+        rvc["content_encoder"] = str(settings.rvc_content_encoder)
+    if settings.rvc_random_init:
+        rvc["random_init"] = "true"
+    parameters = {"tts_fastpitch": fastpitch, "lipsync_wav2lip": wav2lip, "vc_rvc": rvc}
     return {name: values for name, values in parameters.items() if values}
 
 

@@ -84,6 +84,32 @@ class Settings(BaseSettings):
     wav2lip_random_init: bool = Field(
         False, description="Run Wav2Lip with random weights (compute benchmarks only: it draws noise on the mouth)."
     )
+    rvc_voices_dir: Path | None = Field(
+        None, description="Directory of RVC voices for `--vc rvc`: `<name>.pth` (official layout) with an optional "
+        "`<name>.index` (its faiss feature index). Mount it at the same path on workers (ingest lists it) and "
+        "Triton hosts (the model loads from it).",
+    )
+    rvc_content_encoder: Path | None = Field(
+        None, description="RVC's content encoder `hubert_base.pt` (ContentVec, fairseq layout) for `--vc rvc`."
+    )
+    rvc_random_init: bool = Field(
+        False, description="Run RVC's content encoder with random weights (compute benchmarks only: the voices "
+        "still come from POLYDUB_RVC_VOICES_DIR)."
+    )
+    rvc_default_voice: str = Field(
+        "", description="RVC voice for speakers a job's `voices` map leaves out (empty: every speaker needs one)."
+    )
+    rvc_f0_method: Literal["dio", "harvest", "pm"] = Field(
+        "dio", description="RVC pitch tracker: `dio` (WORLD DIO + StoneMask), `harvest` (slower, steadier) or "
+        "`pm` (Praat)."
+    )
+    rvc_index_rate: float = Field(
+        0.75, ge=0.0, le=1.0, description="Share of features retrieved from a voice's `.index` (0: ignore indexes)."
+    )
+    rvc_protect: float = Field(
+        0.33, ge=0.0, le=0.5, description="Share of RVC's converted features kept on unvoiced frames, protecting "
+        "consonants (0.5: off)."
+    )
 
     # --- pipeline ------------------------------------------------------------
     chunk_seconds: float = Field(

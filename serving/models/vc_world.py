@@ -53,6 +53,9 @@ class WorldServed(PerItemModel):
         self.world = WorldVCConfig()
 
     def infer_item(self, item: Item) -> Item:
+        if scalar(item, "VOICE", "") or "PITCH_SHIFT" in item:
+            raise ValueError("vc_world converts toward REFERENCE or TARGET_STATS only: it has no named voices and "
+                             "no pitch shift (those are vc_rvc's); drop VOICE and PITCH_SHIFT")
         rate = int(scalar(item, "SAMPLE_RATE"))
         if "TARGET_STATS" in item:
             target = unpack_stats(item["TARGET_STATS"])
