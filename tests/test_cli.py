@@ -58,3 +58,59 @@ def test_dry_run_prints_the_plan(tmp_path: Path) -> None:
     done = polydub("run", str(files.video), "--subs", str(files.subtitles), "--to", "ja", "--dry-run", tmp=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "plan: 1 chunk(s)" in done.stdout and "segments in ja" in done.stdout
+
+
+# --- RVC voices ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rvc_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    from tests.fixtures.rvc import write_content_encoder, write_voice
+
+    root = tmp_path_factory.mktemp("rvc")
+    write_voice(root / "voices", "alice", seed=1)
+    write_voice(root / "voices", "bob", seed=2, f0=False)
+    return {"POLYDUB_RVC_VOICES_DIR": str(root / "voices"),
+            "POLYDUB_RVC_CONTENT_ENCODER": str(write_content_encoder(root / "hubert_base.pt"))}
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--vc", "rvc", "--voice", "carol"), "unknown RVC voice(s) ['carol']"),
+    (("--vc", "rvc"), "converts to a named voice, and none is given"),
+    (("--voice", "alice"), "its vc engine is 'world', which has no named voices"),
+    (("--vc", "rvc", "--pitch-shift", "3"), "--pitch-shift shifts a named voice"),
+    (("--vc", "rvc", "--voice", "alice", "--pitch-shift", "40"), "less than or equal to 24"),
+])
+def test_a_voice_the_run_cannot_use_is_refused_before_any_work(tmp_path: Path, rvc_env: dict[str, str],
+                                                                args: tuple[str, ...], message: str) -> None:
+    env = {**os.environ, **rvc_env, "POLYDUB_LOCAL_STORE_DIR": str(tmp_path / "store")}
+    done = subprocess.run([sys.executable, "-m", "handlers.cli", "run", "v.mp4", "--subs", "s.srt", "--to", "ko",
+                           *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    if "carol" in args:
+        assert "voices available: alice, bob" in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_polydub_run_with_an_rvc_voice(tmp_path: Path, rvc_env: dict[str, str]) -> None:
+    """``--vc rvc --voice alice`` end to end over the embedded broker; QC holds it to the neural target."""
+    import json
+
+    from handlers.sample import make_sample
+
+    sample = make_sample(tmp_path / "sample.mp4", target_lang="ko", seconds=4)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POLYDUB_")}
+    env.update(rvc_env, POLYDUB_DEVICE="cpu", POLYDUB_LOCAL_STORE_DIR=str(tmp_path / "store"),
+               POLYDUB_TRACE_FILE=str(tmp_path / "spans.jsonl"))
+    out = tmp_path / "out" / "dub.mp4"
+    done = subprocess.run([sys.executable, "-m", "handlers.cli", "run", str(sample.video), "--subs",
+                           str(sample.subtitles), "--to", "ko", "--vc", "rvc", "--voice", "alice", "--pitch-shift",
+                           "2", "--lipsync", "none", "-o", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode in (0, 3), done.stderr  # 3: QC failed the random-weight voice, with reasons
+    report = json.loads(out.with_suffix(".qc.json").read_text())
+    assert report["engines"]["vc"] == "rvc"
+    assert report["thresholds"]["engine_set"] == "neural", report["thresholds"]
+    assert abs(report["media"]["output_duration_s"] - report["media"]["source_duration_s"]) <= 1 / 25 + 1e-6

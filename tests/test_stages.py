@@ -24,7 +24,7 @@ import hashlib
 import shutil
 import uuid
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,15 +34,17 @@ import pytest
 from handlers.app import STAGE_CLASSES
 from handlers.runtime import keys
 from handlers.runtime.bus import MemoryPublisher, Outcome, Source, process_event
-from handlers.runtime.inference import InferenceClient, LocalInferenceClient
+from handlers.runtime.inference import Arrays, InferenceClient, ItemsClient, LocalInferenceClient
 from handlers.runtime.jobstate import JobState
 from handlers.runtime.objectstore import LocalObjectStore
 from handlers.runtime.retries import relay_retry
+from handlers.runtime.served import model_parameters
 from handlers.runtime.settings import Settings
 from handlers.runtime.stagekit import StageBase, StageDeps
 from handlers.sample import SampleFiles, make_sample
 from schemas.errors import PolydubError
 from schemas.events import (
+    ChunkConverted,
     ChunkPlanned,
     DubCompleted,
     DubFailed,
@@ -51,13 +53,16 @@ from schemas.events import (
     JobAccepted,
     MediaSubmitted,
     RetryScheduled,
+    SpeakerVoice,
     SubtitlesRef,
 )
 from schemas.registry import CHUNK_STAGES
 from schemas.serialization import encode_event
 from schemas.status import StatusCode
 from schemas.topics import RETRY, TOPIC_OF_EVENT
+from serving.specs import Interface, Item
 from tests.fixtures.faults import FlakyInference
+from tests.fixtures.rvc import write_content_encoder, write_voice
 
 pytestmark = pytest.mark.slow
 
@@ -345,8 +350,8 @@ async def test_tts_always_failing_fails_the_job_once_after_the_bounded_attempts(
 # --- bad inputs ---------------------------------------------------------------------------
 
 
-async def _ingest_failure(root: Path, submitted: MediaSubmitted) -> tuple[Pipeline, DubFailed]:
-    pipeline = _pipeline(root)
+async def _ingest_failure(root: Path, submitted: MediaSubmitted, **settings: Any) -> tuple[Pipeline, DubFailed]:
+    pipeline = _pipeline(root, **settings)
     outcomes = await pipeline.deliver(submitted)
     assert outcomes == [Outcome.FAILED]
     (failed,) = pipeline.publisher.of_type(DubFailed)
@@ -441,3 +446,88 @@ def test_local_copies_of_the_same_key_in_two_stores_are_kept_apart(tmp_path: Pat
         copies.append(stage.local_copy(key))
 
     assert [c.read_bytes() for c in copies] == [b"video of store a", b"video of store b"]
+
+
+# --- RVC voices -------------------------------------------------------------------------------
+
+
+class RecordingInference(ItemsClient):
+    """The real in-process client, keeping each call's model and items (what the stages asked for)."""
+
+    def __init__(self, inner: InferenceClient) -> None:
+        self.inner = inner
+        self.calls: list[tuple[str, list[dict[str, Any]]]] = []
+
+    async def infer(self, model: str, inputs: Arrays) -> Arrays:
+        return await self.inner.infer(model, inputs)
+
+    async def infer_items(self, model: str, interface: Interface, items: Sequence[Item]) -> list[Item]:
+        self.calls.append((model, [dict(item) for item in items]))
+        return await super().infer_items(model, interface, items)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+@pytest.fixture(scope="module")
+def rvc_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("rvc")
+    write_voice(root / "voices", "alice", seed=1)
+    write_voice(root / "voices", "bob", seed=2)
+    return {"rvc_voices_dir": root / "voices", "rvc_content_encoder": write_content_encoder(root / "hubert_base.pt")}
+
+
+def _two_speakers(sample: SampleFiles, directory: Path) -> SubtitlesRef:
+    """The sample's two cues, the first said by ALICE and the second by BOB."""
+    text = sample.subtitles.read_text(encoding="utf-8")
+    cues = text.strip().split("\n\n")
+    labelled = []
+    for cue, speaker in zip(cues, ("ALICE", "BOB")):
+        number, timing, line = cue.split("\n", 2)
+        labelled.append(f"{number}\n{timing}\n{speaker}: {line}")
+    path = directory / "two-speakers.srt"
+    path.write_text("\n\n".join(labelled) + "\n", encoding="utf-8")
+    return SubtitlesRef(uri=path.as_uri(), format="srt")
+
+
+async def test_each_speaker_is_converted_to_the_voice_the_submission_names(
+        sample: SampleFiles, rvc_files: dict[str, Path], tmp_path: Path) -> None:
+    """ALICE -> alice at her register, BOB -> bob shifted down 2 semitones; QC then holds the dub to
+    the neural similarity target (random-weight voices do not reach it, so the job fails QC, by gate)."""
+    settings = _settings(tmp_path, **rvc_files)
+    inference = RecordingInference(LocalInferenceClient(model_parameters(settings), device="cpu"))
+    pipeline = Pipeline(settings, LocalObjectStore(settings.local_store_dir), inference)
+    voices = {"ALICE": SpeakerVoice(voice="alice"), "BOB": SpeakerVoice(voice="bob", pitch_shift=-2.0)}
+    submitted = _submission(sample, EngineChoice(vc="rvc"), subtitles=_two_speakers(sample, tmp_path),
+                            voices=voices)
+    await pipeline.drive([submitted])
+
+    manifest = JobState(pipeline.store, submitted.job_id).read_json("manifest.json")
+    assert manifest["voices"] == {"ALICE": {"voice": "alice", "pitch_shift": None},
+                                  "BOB": {"voice": "bob", "pitch_shift": -2.0}}
+    sent = {(item["VOICE"], float(item["PITCH_SHIFT"]) if "PITCH_SHIFT" in item else None)
+            for model, items in inference.calls if model == "vc_rvc" for item in items}
+    assert sent == {("alice", None), ("bob", -2.0)}
+    assert {e.engine for e in pipeline.publisher.of_type(ChunkConverted)} == {"rvc"}
+    assert pipeline.counts()["job.merged"] == 1
+    (failed,) = pipeline.publisher.of_type(DubFailed)
+    assert failed.status is StatusCode.QC_FAILED and failed.stage == "qc"
+    assert f"neural engines need at least {settings.qc_similarity_min_neural:.2f}" in failed.reason, failed.reason
+
+
+@pytest.mark.parametrize("voices, engines, expected", [
+    ({"ALICE": SpeakerVoice(voice="carol")}, EngineChoice(vc="rvc"), "unknown RVC voice(s) ['carol']"),
+    ({"ALICE": SpeakerVoice(voice="alice")}, EngineChoice(), "its vc engine is 'world', which has no named voices"),
+    ({"CAROL": SpeakerVoice(voice="alice"), "*": SpeakerVoice(voice="bob")}, EngineChoice(vc="rvc"),
+     "voices name speakers ['CAROL'] that no subtitle segment uses"),
+    ({"ALICE": SpeakerVoice(voice="alice")}, EngineChoice(vc="rvc"), "speakers ['BOB'] have no RVC voice"),
+    ({}, EngineChoice(vc="rvc"), "converts to a named voice, and none is given"),
+])
+async def test_a_voice_map_that_cannot_be_served_is_rejected_at_ingest(
+        sample: SampleFiles, rvc_files: dict[str, Path], tmp_path: Path, voices: dict[str, SpeakerVoice],
+        engines: EngineChoice, expected: str) -> None:
+    submitted = _submission(sample, engines, subtitles=_two_speakers(sample, tmp_path), voices=voices)
+    _, failed = await _ingest_failure(tmp_path, submitted, **rvc_files)
+    assert expected in failed.reason, failed.reason
+    if "unknown RVC voice" in expected:
+        assert "voices available: alice, bob" in (failed.fix or "")
