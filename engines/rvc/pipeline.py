@@ -412,7 +412,10 @@ def sine_phase(f0_hz: NDArray[np.floating], rate: int, hop: int) -> float:
 
 def _half_second_rms(audio: NDArray[np.floating], rate: int, size: int) -> NDArray[np.float64]:
     """RMS over 1 s frames every 0.5 s (centred), linearly stretched onto ``size`` samples."""
-    rms = rms_envelope(np.asarray(audio), rate, hop_s=RMS_FRAME_S / 2, window_s=RMS_FRAME_S).astype(np.float64)
+    # One trailing zero (silence adds nothing to a frame's RMS) makes the frame count
+    # 1 + len // hop, librosa's centred framing, which RVC's change_rms uses.
+    padded = np.append(np.asarray(audio, dtype=np.float64), 0.0)
+    rms = rms_envelope(padded, rate, hop_s=RMS_FRAME_S / 2, window_s=RMS_FRAME_S).astype(np.float64)
     # Linear interpolation with half-sample-centred positions, clamped at the ends
     # (torch's F.interpolate(mode="linear"), which RVC uses).
     positions = (np.arange(size) + 0.5) * rms.size / size - 0.5
