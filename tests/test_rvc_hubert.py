@@ -265,14 +265,14 @@ def test_missing_and_unexpected_keys_are_named(tmp_path: Path, tiny: HubertModel
     state["w2v_encoder.proj.weight"] = torch.zeros(3, 3)
     file = tmp_path / "broken.pt"
     torch.save({"model": state, "cfg": {"model": TINY_FAIRSEQ, "task": TASK}}, file)
-    with pytest.raises(ValueError, match=r"missing key\(s\): encoder\.layers\.1\.fc2\.bias.*unexpected key\(s\): "
-                                         r"w2v_encoder\.proj\.weight"):
+    with pytest.raises(ValueError, match=r"missing key\(s\) \['encoder\.layers\.1\.fc2\.bias'\].*unexpected key\(s\) "
+                                         r"\['w2v_encoder\.proj\.weight'\]"):
         load_hubert(file)
 
 
 def test_a_cfg_that_disagrees_with_the_tensors_is_a_shape_error(tmp_path: Path, tiny: HubertModel) -> None:
     file = _save(tmp_path / "wrong.pt", tiny, cfg={"model": {**TINY_FAIRSEQ, "encoder_ffn_embed_dim": 96}})
-    with pytest.raises(ValueError, match=r"shape mismatch.*fc1\.weight file \[64, 32\] vs model \[96, 32\]"):
+    with pytest.raises(ValueError, match=r"shape mismatch.*fc1\.weight: file \[64, 32\] vs model \[96, 32\]"):
         load_hubert(file)
 
 

@@ -516,7 +516,7 @@ def test_missing_or_misshapen_weights_are_named(tmp_path: Path) -> None:
     del contents["weight"]["dec.conv_post.weight"]
     contents["weight"]["enc_p.proj.bias"] = torch.zeros(3, dtype=torch.float16)
     torch.save(contents, path)
-    with pytest.raises(ValueError, match="1 missing \\['dec.conv_post.weight'\\].*enc_p.proj.bias: file \\[3\\]"):
+    with pytest.raises(ValueError, match="1 missing key\\(s\\) \\['dec.conv_post.weight'\\].*enc_p.proj.bias: file \\[3\\]"):
         load_rvc_voice(path)
     with pytest.raises(FileNotFoundError):
         load_rvc_voice(tmp_path / "absent.pth")

@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from engines.checkpoints import layout_problems
+
 from .config import FastPitchConfig, HiFiGanConfig
 from .hifigan import HiFiGan
 from .model import FastPitch
@@ -49,7 +51,6 @@ HIFIGAN_STATE_KEYS = ("generator", "gen_ema")
 #: FastPitch parameters that only training uses; tolerated when absent.
 TRAINING_ONLY_PREFIX = "attention."
 #: How many offending keys an error message lists.
-MAX_KEYS_IN_ERROR = 5
 _MODULE_PREFIX_RE = re.compile(r"^module\.")
 
 
@@ -127,11 +128,6 @@ def _pick_state_dict(ckpt: Mapping[str, Any], keys: tuple[str, str], prefer_ema:
         f"found top-level keys {top}")
 
 
-def _first(keys: list[str]) -> str:
-    head = keys[:MAX_KEYS_IN_ERROR]
-    return f"{head}{' ...' if len(keys) > MAX_KEYS_IN_ERROR else ''}"
-
-
 def _check_and_load(model: nn.Module, state_dict: dict[str, Tensor], *, path: Path,
                     layout: str, optional_prefix: str | None = None) -> list[str]:
     """Strict load with an actionable error; returns optional keys left out.
@@ -144,22 +140,11 @@ def _check_and_load(model: nn.Module, state_dict: dict[str, Tensor], *, path: Pa
     def is_optional(k: str) -> bool:
         return optional_prefix is not None and k.startswith(optional_prefix)
 
-    missing = [k for k in expected if k not in state_dict and not is_optional(k)]
-    unexpected = [k for k in state_dict if k not in expected and not is_optional(k)]
-    mismatched = [f"{k}: file {list(state_dict[k].shape)} vs model {list(expected[k].shape)}"
-                  for k in state_dict
-                  if k in expected and not is_optional(k) and state_dict[k].shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s) {_first(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s) {_first(unexpected)}")
-        if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatch(es) {_first(mismatched)}")
+    problems = layout_problems(expected, state_dict, is_optional)
+    if problems:
         raise ValueError(
             f"{path}: state dict does not match the expected layout ({layout}): "
-            + "; ".join(parts)
+            + "; ".join(problems)
             + ". If the file has no embedded config, pass the config it was trained with.")
     skipped: list[str] = []
     if optional_prefix is not None:

@@ -57,6 +57,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from engines.checkpoints import first_keys, layout_problems
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -81,8 +83,6 @@ NORM_EPS = 1e-5
 RVC_FEATURES: dict[str, tuple[int, bool]] = {"v1": (9, True), "v2": (12, False)}
 #: Repetition of each 50 Hz HuBERT frame that yields RVC's 100 Hz synthesizer frames.
 RVC_FRAME_UPSAMPLING = 2
-#: How many offending keys an error message lists.
-MAX_KEYS_IN_ERROR = 5
 #: The state-dict entry of a fairseq checkpoint, and its configuration entries (preferred first).
 STATE_KEY = "model"
 CONFIG_KEYS = ("cfg", "args")
@@ -692,7 +692,7 @@ def read_fairseq_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> 
         foreign = [name for name in names if name.split(".", 1)[0] not in CONFIG_PICKLE_MODULES]
         if names and not foreign:
             logger.info("%s: reading %d pickled configuration class(es) as inert records: %s", file, len(names),
-                        ", ".join(names[:MAX_KEYS_IN_ERROR]) + (" ..." if len(names) > MAX_KEYS_IN_ERROR else ""))
+                        first_keys(names))
             checkpoint = _load_with_records(file, names)
         elif allow_pickle:
             logger.warning("loading %s with allow_pickle=True: the file can execute arbitrary code while loading; "
@@ -703,7 +703,7 @@ def read_fairseq_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> 
                 raise ValueError(f"{file}: unpickling needs the module {exc.name!r}, which is not installed") from exc
         else:
             # torch's own message suggests weights_only=False; name the classes instead.
-            why = (f"it pickles {', '.join(foreign[:MAX_KEYS_IN_ERROR])}, not fairseq configuration data" if foreign
+            why = (f"it pickles {first_keys(foreign)}, not fairseq configuration data" if foreign
                    else str(refused).strip().splitlines()[0])
             raise ValueError(f"{file}: refused by the safe loader (weights_only=True): {why}. If you trust the "
                              "file, load it with allow_pickle=True.") from refused
@@ -813,26 +813,12 @@ def _state_dict(checkpoint: Mapping[str, Any], where: str) -> dict[str, Tensor]:
     return dict(state)
 
 
-def _first(keys: list[str]) -> str:
-    return ", ".join(keys[:MAX_KEYS_IN_ERROR]) + (" ..." if len(keys) > MAX_KEYS_IN_ERROR else "")
-
-
 def _load_strict(model: HubertModel, state: Mapping[str, Tensor], where: str) -> None:
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [f"{k} file {list(state[k].shape)} vs model {list(expected[k].shape)}"
-                  for k in state if k in expected and state[k].shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s): {_first(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): {_first(unexpected)}")
-        if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatch(es): {_first(mismatched)}")
+    problems = layout_problems(expected, state)
+    if problems:
         raise ValueError(f"{where} does not match fairseq HuBERT-Base ({len(expected)} keys for {model.config}): "
-                         + "; ".join(parts) + ". Is it a fine-tuned (w2v_encoder.*) or non-legacy ContentVec file?")
+                         + "; ".join(problems) + ". Is it a fine-tuned (w2v_encoder.*) or non-legacy ContentVec file?")
     model.load_state_dict(state, strict=True)
 
 

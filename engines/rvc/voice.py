@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from engines.checkpoints import layout_problems
+
 from .config import (
     CONTENT_DIM,
     DEFAULT_VERSION,
@@ -53,8 +55,6 @@ TRAINING_ONLY_MARK = "enc_q"
 TRAINING_CHECKPOINT_KEYS = frozenset({"model", "iteration", "optimizer", "learning_rate"})
 #: The dtype RVC stores voice weights in.
 STORED_DTYPE = torch.float16
-#: How many offending keys an error lists.
-MAX_KEYS_IN_ERROR = 6
 #: Scale of random biases / embedding rows in :func:`randomize_parameters`: small next to the weights.
 RANDOM_BIAS_STD = 0.05
 RANDOM_GAIN_SPREAD = 0.1
@@ -171,23 +171,12 @@ def _check_rate_label(label: Any, config: RvcConfig, path: Path) -> None:
                        config.sampling_rate, config.sampling_rate)
 
 
-def _first(keys: list[str]) -> str:
-    more = f" (+{len(keys) - MAX_KEYS_IN_ERROR} more)" if len(keys) > MAX_KEYS_IN_ERROR else ""
-    return f"{keys[:MAX_KEYS_IN_ERROR]}{more}"
-
-
 def _load_strictly(model: RvcSynthesizer, weights: Mapping[str, Tensor], path: Path) -> None:
     expected = model.state_dict()
-    problems = {
-        "missing": [k for k in expected if k not in weights],
-        "unexpected": [k for k in weights if k not in expected],
-        "misshapen": [f"{k}: file {list(weights[k].shape)} vs model {list(expected[k].shape)}"
-                      for k in expected if k in weights and weights[k].shape != expected[k].shape],
-    }
-    found = [f"{len(keys)} {kind} {_first(keys)}" for kind, keys in problems.items() if keys]
-    if found:
+    problems = layout_problems(expected, weights)
+    if problems:
         raise ValueError(f"{path}: the weights do not fit the {model.config.variant} its config and its "
-                         f"version/f0 fields describe: {'; '.join(found)}.{_diagnosis(model.config, weights)}")
+                         f"version/f0 fields describe: {'; '.join(problems)}.{_diagnosis(model.config, weights)}")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()}, strict=True)
 
 

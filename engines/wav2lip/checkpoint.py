@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from engines.checkpoints import layout_problems
 from engines.wav2lip.config import Wav2LipConfig
 from engines.wav2lip.model import Wav2Lip
 
@@ -28,8 +29,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["LoadedWav2Lip", "config_from_state", "load_wav2lip", "random_wav2lip", "strip_module_prefix"]
 
-#: How many offending keys an error message lists.
-MAX_KEYS_IN_ERROR = 5
 _PREFIX = "module."
 
 
@@ -85,11 +84,11 @@ def load_wav2lip(path: str | Path, device: str | torch.device = "cpu") -> Loaded
     checkpoint = torch.load(file, map_location="cpu", weights_only=True)
     state = _generator_state(checkpoint, file)
     model = Wav2Lip(config_from_state(state))
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"{file} does not match the Wav2Lip generator: missing {result.missing_keys[:MAX_KEYS_IN_ERROR]}, "
-            f"unexpected {result.unexpected_keys[:MAX_KEYS_IN_ERROR]} (is it a SyncNet or another model's file?)")
+    problems = layout_problems(model.state_dict(), state)
+    if problems:
+        raise ValueError(f"{file} does not match the Wav2Lip generator: {'; '.join(problems)} (is it a SyncNet or "
+                         "another model's file?)")
+    model.load_state_dict(state, strict=True)
     step = checkpoint.get("global_step") if isinstance(checkpoint, Mapping) else None
     return LoadedWav2Lip(model.to(device).eval(), int(step) if step is not None else None, file)
 
