@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,11 +20,22 @@ from serving.batching import join_items, run_batch, split_batch
 from serving.catalog import build_model, model_class, served_model_names
 from serving.placement import Placement, cuda_device_count
 from serving.triton import initialize_args
+from tests.fixtures.rvc import write_content_encoder, write_voice
 
 RATE = 22_050
 FPS = 25.0
-#: Parameters a model needs to build at all here (no weights ship with polydub).
-PARAMETERS = {"tts_fastpitch": {"random_init": "true"}, "lipsync_wav2lip": {"random_init": "true"}}
+#: What a request to a model needs beyond its family's inputs.
+REQUEST_EXTRAS = {"vc_rvc": {"VOICE": "alice"}}
+
+
+@pytest.fixture(scope="module")
+def parameters(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
+    """Parameters a model needs to build at all here (no weights ship with polydub)."""
+    rvc = tmp_path_factory.mktemp("rvc")
+    write_voice(rvc / "voices", "alice", seed=1)
+    encoder: Path = write_content_encoder(rvc / "hubert_base.pt")
+    return {"tts_fastpitch": {"random_init": "true"}, "lipsync_wav2lip": {"random_init": "true"},
+            "vc_rvc": {"voices_dir": str(rvc / "voices"), "content_encoder": str(encoder)}}
 
 
 def _speech() -> np.ndarray:
@@ -53,32 +65,33 @@ def _one_request(name: str) -> list[dict]:
                           "MEL": np.zeros((80, 16), dtype=np.float32)}] * 2,
         "face_track": [{"FRAMES": face}],
     }
-    return items[family]
+    return [{**item, **REQUEST_EXTRAS.get(name, {})} for item in items[family]]
 
 
 @pytest.mark.parametrize("name", served_model_names())
-def test_a_gpu_instance_fails_clearly_or_falls_back_to_the_cpu(name: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_gpu_instance_fails_clearly_or_falls_back_to_the_cpu(name: str, parameters: dict[str, dict[str, str]],
+                                                               caplog: pytest.LogCaptureFixture) -> None:
     served = model_class(name)
     gpu = Placement("gpu", 0)
     if served.runs_on == "any" and cuda_device_count() > 0:  # a GPU host: the model goes there
-        assert build_model(name, PARAMETERS.get(name), gpu).placement == gpu
+        assert build_model(name, parameters.get(name), gpu).placement == gpu
     elif served.runs_on == "any":
         with pytest.raises(ValueError) as info:
-            build_model(name, PARAMETERS.get(name), gpu)
+            build_model(name, parameters.get(name), gpu)
         message = str(info.value)
         assert name in message and "GPU 0" in message and "no CUDA device" in message
         assert "--model-config-name=cpu" in message and "POLYDUB_DEVICE=cpu" in message
     else:
         with caplog.at_level(logging.WARNING, logger="serving.model"):
-            model = build_model(name, PARAMETERS.get(name), gpu)
+            model = build_model(name, parameters.get(name), gpu)
         assert model.placement == Placement("cpu"), "a CPU-only engine runs on the CPU"
         assert any("only runs on a CPU" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", served_model_names())
-def test_a_cpu_instance_builds_and_answers(name: str) -> None:
-    model = build_model(name, PARAMETERS.get(name), Placement("cpu"))
+def test_a_cpu_instance_builds_and_answers(name: str, parameters: dict[str, dict[str, str]]) -> None:
+    model = build_model(name, parameters.get(name), Placement("cpu"))
     items = _one_request(name)
     out = split_batch(run_batch(model, join_items(items, model.inputs)), model.outputs)
     assert len(out) == len(items)
