@@ -14,6 +14,7 @@ from pathlib import Path
 
 import bench.fastpitch  # noqa: F401 - registers its benchmarks
 import bench.quality  # noqa: F401 - registers its benchmarks
+import bench.rvc  # noqa: F401 - registers its benchmarks
 import bench.speed  # noqa: F401 - registers its benchmarks
 import bench.wav2lip  # noqa: F401 - registers its benchmarks
 from bench.harness import BENCHMARKS, DEFAULT_REPEATS, REPO_ROOT, run
