@@ -27,6 +27,8 @@ from schemas.errors import PolydubError
 from schemas.events import DubCompleted, DubFailed, DubStatus, EngineChoice, SpeakerVoice
 
 EMBEDDED_SESSION_TIMEOUT_MS = 3000
+#: In the names of the files ``polydub run`` keeps when QC fails the dub.
+QC_FAILED_TAG = "qc-failed"
 
 
 @dataclass(frozen=True)
@@ -102,13 +104,39 @@ async def _run(job_id: str, video: Path, subtitles: Path, target_lang: str, outp
     await deps.inference.close()
 
     if isinstance(outcome, DubFailed):
+        if outcome.candidate_video_uri is not None:
+            # QC judged a finished video and failed it: keep it for a person to hear
+            # what failed, under a name that cannot pass for the delivered output.
+            candidate = qc_failed_path(output)
+            _copy_outputs(deps.store, outcome.candidate_video_uri, outcome.candidate_subtitles_uri,
+                          candidate, target_lang)
+            report = _copy_report(deps.store, job_id, candidate)
+            raise _with_candidate(JobFailed(outcome), candidate, report)
         report = _copy_report(deps.store, job_id, output)
         raise JobFailed(outcome) if report is None else _with_report(JobFailed(outcome), report)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    deps.store.get_file(keys.output_key(job_id, "dubbed.mp4"), output)
-    subs_out = output.with_suffix(f".{target_lang}.srt")
-    deps.store.get_file(keys.output_key(job_id, f"subtitles.{target_lang}.srt"), subs_out)
+    _copy_outputs(deps.store, outcome.output_video_uri, outcome.subtitles_uri, output, target_lang)
     return RunResult(job_id, outcome, output, _copy_report(deps.store, job_id, output))
+
+
+def qc_failed_path(output: Path) -> Path:
+    """Where ``polydub run`` keeps a video that failed QC: ``OUT.qc-failed.mp4`` beside ``OUT.mp4``."""
+    return output.with_name(f"{output.stem}.{QC_FAILED_TAG}{output.suffix}")
+
+
+def _copy_outputs(store: Any, video_uri: str, subtitles_uri: str | None, video: Path, target_lang: str) -> None:
+    """The video and its ``.LANG.srt`` from the store to ``video`` and beside it."""
+    video.parent.mkdir(parents=True, exist_ok=True)
+    store.get_file(_key(store, video_uri), video)
+    if subtitles_uri is not None:
+        store.get_file(_key(store, subtitles_uri), video.with_suffix(f".{target_lang}.srt"))
+
+
+def _key(store: Any, uri: str) -> str:
+    key = store.key_of(uri)
+    if key is None:
+        raise PolydubError(f"the job's output {uri} is outside this run's store ({store.root_uri})",
+                           "rerun with --verbose and report it: the embedded run writes every output there")
+    return str(key)
 
 
 async def _outcome(settings: Settings, job_id: str, bar: _ProgressBar, timeout_s: float | None) -> DubCompleted | DubFailed:
@@ -136,6 +164,12 @@ def _copy_report(store: Any, job_id: str, output: Path) -> Path | None:
 
 def _with_report(error: JobFailed, report: Path) -> JobFailed:
     error.fix = f"{error.fix or 'see the QC report'}: {report}"
+    return error
+
+
+def _with_candidate(error: JobFailed, candidate: Path, report: Path | None) -> JobFailed:
+    where = f"the video that failed is kept as {candidate}"
+    error.fix = f"{where}; see the QC report for each failed check: {report}" if report else where
     return error
 
 
@@ -179,4 +213,4 @@ def summarize(result: RunResult) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["JobFailed", "RunResult", "run_job", "summarize"]
+__all__ = ["JobFailed", "RunResult", "qc_failed_path", "run_job", "summarize"]

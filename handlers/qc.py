@@ -88,7 +88,8 @@ class QCStage(JobStage[JobMerged]):
         if failed:
             return [DubFailed(job_id=event.job_id, status=StatusCode.QC_FAILED, stage="qc",
                               reason=failure_reason(report), fix="see the QC report for each failed check",
-                              failed_checks=failed, qc=summary)]
+                              failed_checks=failed, qc=summary, candidate_video_uri=event.output_video_uri,
+                              candidate_subtitles_uri=event.subtitles_uri)]
         return [DubCompleted(
             event_id=completion_event_id(event.job_id),
             job_id=event.job_id,

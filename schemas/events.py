@@ -298,6 +298,11 @@ class DubFailed(Envelope):
     chunk_index: int | None = None
     failed_checks: list[str] = Field(default_factory=list, description="QC checks that failed.")
     qc: QCSummary | None = None
+    candidate_video_uri: Uri | None = Field(
+        None, description="When QC failed: the dubbed video it judged, kept so a person can see and hear what "
+                          "failed (never delivered as the job's output).")
+    candidate_subtitles_uri: Uri | None = Field(
+        None, description="When QC failed: the target-language subtitles that went with the candidate video.")
 
     @model_validator(mode="after")
     def _is_failure(self) -> DubFailed:

@@ -512,6 +512,9 @@ async def test_each_speaker_is_converted_to_the_voice_the_submission_names(
     assert pipeline.counts()["job.merged"] == 1
     (failed,) = pipeline.publisher.of_type(DubFailed)
     assert failed.status is StatusCode.QC_FAILED and failed.stage == "qc"
+    # The video QC judged stays in the store for a person to look at, named in the event.
+    assert failed.candidate_video_uri is not None
+    assert pipeline.store.exists(pipeline.store.key_of(failed.candidate_video_uri))
     assert f"neural engines need at least {settings.qc_similarity_min_neural:.2f}" in failed.reason, failed.reason
 
 
