@@ -4,9 +4,12 @@ Speaks every subtitle segment in the chunk's window with the job's TTS model (on
 batched inference call per chunk, so Triton's dynamic batcher can group the
 chunks of many jobs) and lays the speech on a silent track covering the
 chunk's window. Timing: the model fits the speech into the slot itself (rate
-first, then a bounded time-stretch); what still does not fit may spill only
-into the silence before the next segment, and is faded out there. How each
-segment was fitted travels in the event, for conversion and QC.
+first, then a time-stretch, together at most ``POLYDUB_MAX_SPEEDUP``,
+:mod:`serving.fitting`); what still does not fit spills into the silence
+before the next segment, and what does not fit there either is cut with a
+fade at the next segment's start (recorded as ``cut_s``; QC fails the job's
+timing naming the segment). How each segment was fitted travels in the
+event, for conversion and QC.
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ class SynthesisStage(ChunkStage[ChunkPlanned]):
                         slot_end_s=seg["end_s"],
                         speech_s=speech.size / rate,
                         speedup=speedup,
+                        cut_s=(wave.size - speech.size) / rate,
                     )
                 )
         key = keys.chunk_output_key(event.job_id, event.chunk_index, self.name, "speech.wav")

@@ -150,8 +150,12 @@ class SegmentFit(_Model):
     segment_index: int = Field(ge=0)
     slot_start_s: Seconds
     slot_end_s: Seconds
-    speech_s: Seconds = Field(description="Length of the synthesized speech after fitting.")
-    speedup: float = Field(gt=0, description="Time-stretch factor applied; >1 is faster.")
+    speech_s: Seconds = Field(description="Length of the speech laid on the track from the slot's start (it may "
+                              "run past the slot's end into the silence before the next segment).")
+    speedup: float = Field(gt=0, description="Speed-up against the natural reading, rate and time-stretch "
+                           "together; >1 is faster, never above POLYDUB_MAX_SPEEDUP.")
+    cut_s: Seconds = Field(0.0, description="Speech that did not fit even at the speed-up bound and the silence "
+                           "after the slot: cut, faded, at the next segment's start (QC fails the timing gate).")
 
 
 class QCSummary(_Model):

@@ -32,11 +32,12 @@ TTS_INPUTS = (
     TensorSpec("LANG_LENGTH", I64, (1,), "Bytes of LANG."),
     TensorSpec("MAX_DURATION", F32, (1,),
                "Seconds the speech should fit in (<= 0: natural length). Speech is sped up, "
-               "by rate then time-stretch, at most by the engine's bounded speed-up; never slowed down.",
+               "by rate then time-stretch, at most by MAX_SPEEDUP; never slowed down. What still "
+               "does not fit comes back longer than MAX_DURATION.",
                optional=True),
     TensorSpec("MAX_SPEEDUP", F32, (1,),
-               "Largest time-stretch speed-up (after the engine's own rate control) used to fit "
-               "MAX_DURATION (<= 0 or absent: the model's configured bound).", optional=True),
+               "Largest speed-up against the natural reading, rate and time-stretch together "
+               "(<= 0 or absent: the model's configured bound).", optional=True),
     TensorSpec("PITCH_HZ", F32, (1,), "Mean pitch to aim for in Hz (<= 0: the voice's own).", optional=True),
     TensorSpec("VOICE", U8, (-1,), "Engine-specific voice or variant name, UTF-8 bytes (empty: default).",
                length_of="VOICE_LENGTH", optional=True, utf8=True),
@@ -46,7 +47,8 @@ TTS_OUTPUTS = (
     TensorSpec("WAVEFORM", F32, (-1,), "Mono speech in [-1, 1], zero-padded.", length_of="WAVEFORM_LENGTH"),
     TensorSpec("WAVEFORM_LENGTH", I64, (1,), "Valid samples of WAVEFORM."),
     TensorSpec("SAMPLE_RATE", I32, (1,), "Sample rate of WAVEFORM in Hz."),
-    TensorSpec("SPEEDUP", F32, (1,), "Speed-up applied to fit MAX_DURATION (1 = natural)."),
+    TensorSpec("SPEEDUP", F32, (1,), "Speed-up applied to fit MAX_DURATION, rate and stretch together "
+               "(natural length / output length; 1 = natural)."),
     TensorSpec("VERSION", U8, (-1,), "Engine, voice and checkpoint that spoke (UTF-8), for the QC report.",
                length_of="VERSION_LENGTH", utf8=True),
     TensorSpec("VERSION_LENGTH", I64, (1,), "Bytes of VERSION."),

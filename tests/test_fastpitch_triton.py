@@ -111,6 +111,11 @@ def test_max_duration_speeds_speech_up_by_pace(server: TritonServer) -> None:
     fitted, = asyncio.run(_concurrently(server.grpc_url, [_request(TEXTS[5], max_duration=seconds / 1.2)]))
     assert fitted["WAVEFORM_LENGTH"][0, 0] / 22050 <= seconds / 1.2 + 256 / 22050
     assert fitted["SPEEDUP"][0, 0] == pytest.approx(1.2, rel=0.05)
+    # A slot half the natural length: pace and stretch together stop at the bound (1.35x),
+    # and the speech comes back longer than the slot (synthesis spills it into the silence).
+    bounded, = asyncio.run(_concurrently(server.grpc_url, [_request(TEXTS[5], max_duration=seconds / 2)]))
+    assert bounded["SPEEDUP"][0, 0] == pytest.approx(1.35, rel=0.01)
+    assert bounded["WAVEFORM_LENGTH"][0, 0] / 22050 == pytest.approx(seconds / 1.35, rel=0.01)
 
 
 @pytest.mark.slow

@@ -214,6 +214,31 @@ def test_silent_segment_is_caught(clean: CleanJob, inference: LocalInferenceClie
 
 
 @pytest.mark.slow
+def test_speech_that_does_not_fit_fails_timing_naming_the_segment(clean: CleanJob,
+                                                                 inference: LocalInferenceClient) -> None:
+    """Synthesis cut 0.4 s of segment 1 at the next segment (too long even at the bound): words lost."""
+    fits = {i: dict(f) for i, f in clean.media.fits.items()}
+    fits[1]["cut_s"] = 0.4
+    checks, m = run_qc(dataclasses.replace(clean.media, fits=fits), inference, clean.settings)
+    assert failed_gates(checks) == {"timing"}
+    reason = checks["timing"].reason
+    assert "1 segment(s) do not fit even at the 1.35x bound" in reason, reason
+    assert "1 (does not fit: 0.40 s more than its slot and the silence after it" in reason, reason
+    assert checks["timing"].details["lost"] == [{"segment": 1, "seconds": 0.4}]
+    assert m.segments[1].overflow_s == pytest.approx(0.4) and not m.segments[1].on_time
+    assert 0.0 <= checks["timing"].details["ends_within_tolerance_share"] <= 1.0
+
+
+@pytest.mark.slow
+def test_a_segment_sped_up_past_the_bound_fails(clean: CleanJob, inference: LocalInferenceClient) -> None:
+    fits = {i: dict(f) for i, f in clean.media.fits.items()}
+    fits[2]["speedup"] = 1.6
+    checks, _ = run_qc(dataclasses.replace(clean.media, fits=fits), inference, clean.settings)
+    assert failed_gates(checks) == {"speedup"}
+    assert "beyond the bound of 1.35x in segment(s) 2 (1.60x)" in checks["speedup"].reason
+
+
+@pytest.mark.slow
 def test_different_speaker_is_caught(clean: CleanJob, inference: LocalInferenceClient) -> None:
     checks, m = run_qc(with_dub(clean, clean.other_voice), inference, clean.settings)
     assert failed_gates(checks) == {"speaker_similarity"}

@@ -85,19 +85,23 @@ def segment_timings(dub: np.ndarray, rate: int, segments: Sequence[dict[str, Any
         in_slot = float(active[slot_a:slot_b].sum()) * frame_s if slot_b > slot_a else 0.0
         fit = fits.get(int(seg["index"]))
         laid_end = float(fit["slot_start_s"]) + float(fit["speech_s"]) if fit else start
+        # Speech synthesis had to cut at the next segment (it did not fit at the speed-up bound).
+        cut = float(fit.get("cut_s", 0.0)) if fit else 0.0
         if idx.size:
             speech_start, speech_end = float(idx[0] * frame_s), float((idx[-1] + 1) * frame_s)
             inner = active[idx[0]: idx[-1] + 1]
             gap = _longest_false_run(inner) * frame_s
             prev_end = speech_end
             start_offset, end_offset = speech_start - start, speech_end - end
-            overflow = max(0.0, laid_end - next_start)
+            overflow = max(0.0, laid_end - next_start) + cut
         else:
             speech_start = speech_end = start_offset = end_offset = None
-            gap, overflow = 0.0, max(0.0, laid_end - next_start)
+            gap, overflow = 0.0, max(0.0, laid_end - next_start) + cut
+        # On time: starts with its slot and ends before the next segment's slot (speech may
+        # spill into the silence after its own slot; that is how long lines fit at the bound).
         on_time = (
             start_offset is not None and end_offset is not None
-            and abs(start_offset) <= tolerance_s and end_offset <= tolerance_s and overflow <= frame_s
+            and abs(start_offset) <= tolerance_s and overflow <= frame_s
         )
         out.append(SegmentTiming(
             index=int(seg["index"]), speaker=str(seg.get("speaker", "default")),

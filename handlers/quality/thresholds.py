@@ -23,7 +23,8 @@ class Thresholds:
     similarity_gates: bool
     timing_tolerance_s: float
     timing_min_share: float
-    speedup_warn: float
+    end_tolerance_s: float
+    max_speedup: float
     max_silence_gap_s: float
     max_clipped_share: float
     loudness_target_lufs: float
@@ -55,7 +56,8 @@ class Thresholds:
             similarity_gates=vc != "none" or _clones_voice("tts", engines),
             timing_tolerance_s=settings.qc_timing_tolerance_s,
             timing_min_share=settings.qc_timing_min_share,
-            speedup_warn=settings.qc_speedup_warn,
+            end_tolerance_s=settings.qc_end_tolerance_s,
+            max_speedup=settings.max_speedup,
             max_silence_gap_s=settings.qc_max_silence_gap_s,
             max_clipped_share=settings.qc_max_clipped_share,
             loudness_target_lufs=settings.loudness_target_lufs,

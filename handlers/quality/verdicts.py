@@ -150,36 +150,54 @@ def _true_peak(m: Measurements, t: Thresholds) -> Check:
 
 
 def _timing(m: Measurements, t: Thresholds) -> Check:
-    """Share of segments on time; segments without speech are ``speech_present``'s to report."""
+    """Share of segments on time, and no speech lost; segments without speech are ``speech_present``'s.
+
+    Fails when too few segments start with their slot, and whenever a segment's speech
+    did not fit even at the speed-up bound with the silence after it (it was cut at the
+    next segment, or runs into it): the listener loses words there, whatever the share.
+    """
     timed = [s for s in m.segments if s.speech_start_s is not None]
     late = [s for s in timed if not s.on_time]
+    lost = [s for s in m.segments if s.overflow_s > 0 and not s.on_time]
     n = len(timed)
     share = (n - len(late)) / n if n else 1.0
-    ok = share >= t.timing_min_share
+    ends = [s for s in timed if s.end_offset_s is not None and abs(s.end_offset_s) <= t.end_tolerance_s]
+    end_share = len(ends) / n if n else 1.0
+    ok = share >= t.timing_min_share and not lost
     parts = []
     for s in late[:5]:
         if s.overflow_s > 0:
-            parts.append(f"{s.index} (runs {s.overflow_s:.2f} s into the next segment)")
-        elif abs(s.start_offset_s or 0.0) > t.timing_tolerance_s:
-            parts.append(f"{s.index} (starts {s.start_offset_s:+.2f} s from its slot)")
+            parts.append(f"{s.index} (does not fit: {s.overflow_s:.2f} s more than its slot and the silence "
+                         f"after it, at {s.speedup or 1.0:.2f}x)")
         else:
-            parts.append(f"{s.index} (ends {s.end_offset_s:+.2f} s after its slot)")
+            parts.append(f"{s.index} (starts {s.start_offset_s:+.2f} s from its slot)")
     more = f" and {len(late) - 5} more" if len(late) > 5 else ""
     untimed = len(m.segments) - n
-    reason = (f"{n - len(late)} of {n} segments with speech on time (within {t.timing_tolerance_s:.2f} s), "
-              f"{share:.0%}; at least {t.timing_min_share:.0%} required"
+    reason = (f"{n - len(late)} of {n} segments with speech on time (start within {t.timing_tolerance_s:.2f} s, "
+              f"end before the next segment), {share:.0%}; at least {t.timing_min_share:.0%} required"
+              + (f"; {len(lost)} segment(s) do not fit even at the {t.max_speedup:.2f}x bound" if lost else "")
               + (f"; off: {', '.join(parts)}{more}" if late else "")
+              + f"; {end_share:.0%} end within {t.end_tolerance_s * 1000:.0f} ms of their slot's end"
               + (f"; {untimed} without speech not timed" if untimed else ""))
-    return Check("timing", ok, True, share, reason, {"off_time": [s.index for s in late]})
+    return Check("timing", ok, True, share, reason,
+                 {"off_time": [s.index for s in late], "lost": [{"segment": s.index, "seconds": round(s.overflow_s, 3)} for s in lost],
+                  "ends_within_tolerance_share": end_share})
+
+
+#: Rounding slack of a measured speed-up against the bound (sample-exact lengths, float32 rates).
+SPEEDUP_SLACK = 1e-3
 
 
 def _speedup(m: Measurements, t: Thresholds) -> Check:
-    fast = [(s.index, s.speedup) for s in m.segments if s.speedup is not None and s.speedup > t.speedup_warn]
+    """The speed-up bound holds for every engine: a segment sped up past it fails the job."""
+    fast = [(s.index, s.speedup) for s in m.segments
+            if s.speedup is not None and s.speedup > t.max_speedup * (1 + SPEEDUP_SLACK)]
     top = max((s.speedup for s in m.segments if s.speedup is not None), default=1.0)
-    reason = (f"largest speed-up {top:.2f}x (warns above {t.speedup_warn:.2f}x)" if not fast
-              else "speech sped up beyond " + f"{t.speedup_warn:.2f}x in segment(s) "
-              + ", ".join(f"{i} ({v:.2f}x)" for i, v in fast) + ": it may be hard to follow")
-    return Check("speedup", not fast, False, top, reason, {"fast": [i for i, _ in fast]})
+    reason = (f"largest speed-up {top:.2f}x, within the bound of {t.max_speedup:.2f}x (POLYDUB_MAX_SPEEDUP)"
+              if not fast else f"speech sped up beyond the bound of {t.max_speedup:.2f}x in segment(s) "
+              + ", ".join(f"{i} ({v:.2f}x)" for i, v in fast)
+              + ": the TTS engine did not hold POLYDUB_MAX_SPEEDUP")
+    return Check("speedup", not fast, True, top, reason, {"fast": [i for i, _ in fast]})
 
 
 def _similarity(m: Measurements, t: Thresholds) -> Check:

@@ -122,7 +122,9 @@ class Settings(BaseSettings):
         22050, ge=8000, description="Sample rate of the dub track inside the pipeline, in Hz."
     )
     max_speedup: float = Field(
-        1.35, ge=1.0, description="Largest time-stretch speed-up used to fit a segment's slot."
+        1.35, ge=1.0, description="Largest speed-up of a dubbed segment against its natural reading, the TTS "
+        "rate and the time-stretch together; speech still too long spills into the silence after its slot, "
+        "and QC fails speech that neither fits nor spills and any segment sped up beyond this.",
     )
     consumer_session_timeout_ms: int = Field(
         10000,
@@ -201,15 +203,15 @@ class Settings(BaseSettings):
         "without vc); the research target is 0.85 (0.87 hoped for).",
     )
     qc_timing_tolerance_s: float = Field(
-        0.2, gt=0.0, description="How far a segment's speech may start from its slot's start (and run past "
-        "its end) and still count as on time, in seconds.",
+        0.2, gt=0.0, description="How far a segment's speech may start from its slot's start and still count "
+        "as on time, in seconds (its end may spill into the silence before the next segment).",
     )
     qc_timing_min_share: float = Field(
         0.9, ge=0.0, le=1.0, description="Share of segments that must be on time for QC to pass.",
     )
-    qc_speedup_warn: float = Field(
-        1.6, ge=1.0, description="Speed-up of a segment (rate and time-stretch together) above which QC "
-        "warns that the speech may be hard to follow.",
+    qc_end_tolerance_s: float = Field(
+        0.1, gt=0.0, description="A segment's speech ending this close to its slot's end (either side) counts "
+        "as fitted to the slot; the report gives the share of such segments, in seconds.",
     )
     qc_max_silence_gap_s: float = Field(
         0.8, gt=0.0, description="Longest silence inside a segment's speech before QC calls it a gap "

@@ -8,7 +8,8 @@ the published size with random weights instead, for compute-cost benchmarks
 only (it renders noise, and says so loudly in the log).
 A batch-first torch model, built on the instance's device: one batched pass
 at natural pace; items longer than MAX_DURATION run again at the pace that
-fits (bounded by ``max_pace``), then a bounded WSOLA stretch closes the rest.
+fits (bounded by ``max_pace``), then WSOLA closes the rest, the two together
+within the speed-up bound of :mod:`serving.fitting`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from engines.dsp.wsola import stretch_to_duration
 from engines.fastpitch.synth import FastPitchTTS
+from serving.fitting import fitted_duration_s, request_bound
 from serving.interfaces import TTS
 from serving.model import ServedModel, param
 from serving.placement import Placement
@@ -32,8 +34,10 @@ class FastPitchParameters:
     hifigan_checkpoint: Path | None = param(None, "NVIDIA HiFi-GAN checkpoint (.pt) paired with it.")
     random_init: bool = param(False, "Random weights at the published size: compute benchmarks only.")
     languages: tuple[str, ...] = param(("en",), "Languages the checkpoint speaks (comma list).")
-    max_pace: float = param(1.3, "Largest pace (rate) speed-up used to fit MAX_DURATION.")
-    max_stretch: float = param(1.15, "Largest time-stretch after pace when a request gives no MAX_SPEEDUP.")
+    max_pace: float = param(1.3, "Largest pace (the model's own rate) used to fit MAX_DURATION; WSOLA does "
+                            "the rest of the speed-up.")
+    max_speedup: float = param(1.35, "Largest speed-up against the natural reading, pace and time-stretch "
+                               "together, when a request gives no MAX_SPEEDUP.")
 
 
 class FastPitchServed(ServedModel):
@@ -72,9 +76,8 @@ class FastPitchServed(ServedModel):
                 raise ValueError(f"tts_fastpitch speaks {', '.join(config.languages)}, not {lang!r}; "
                                  "choose another TTS engine for this language or configure a "
                                  "checkpoint trained for it (parameter 'languages')")
-        limits = np.array([float(scalar(item, "MAX_DURATION", 0.0)) for item in items])
-        stretches = np.array([float(scalar(item, "MAX_SPEEDUP", 0.0)) for item in items])
-        stretches = np.where(stretches > 0, stretches, config.max_stretch)
+        limits = [float(scalar(item, "MAX_DURATION", 0.0)) for item in items]
+        bounds = [request_bound(float(scalar(item, "MAX_SPEEDUP", 0.0)), config.max_speedup) for item in items]
         targets = np.array([float(scalar(item, "PITCH_HZ", 0.0)) for item in items])
         shifts = np.where(targets > 0, targets - self.pitch_mean_hz, 0.0)
         rate = self.tts.sample_rate
@@ -82,20 +85,21 @@ class FastPitchServed(ServedModel):
         waves, lengths = self.tts.synthesize(texts, pace=1.0, pitch_shift_hz=shifts.tolist())
         natural = lengths / rate
         out = [waves[i, : lengths[i]] for i in range(len(items))]
-        too_long = (limits > 0) & (natural > limits)
-        if too_long.any():
-            idx = np.flatnonzero(too_long)
-            paces = np.minimum(natural[idx] / limits[idx], config.max_pace)
+        fitted = [fitted_duration_s(float(natural[i]), limits[i], bounds[i]) for i in range(len(items))]
+        idx = [i for i in range(len(items)) if fitted[i] < natural[i]]
+        if idx:
+            # Pace first (the model's own rate, bounded by max_pace), one batched pass ...
+            paces = [min(float(natural[i]) / fitted[i], config.max_pace) for i in idx]
             again, again_lengths = self.tts.synthesize(
-                [texts[i] for i in idx], pace=paces.tolist(), pitch_shift_hz=shifts[idx].tolist())
+                [texts[i] for i in idx], pace=paces, pitch_shift_hz=shifts[idx].tolist())
             for row, i in enumerate(idx):
-                out[i] = again[row, : again_lengths[row]]
+                # ... then WSOLA closes the rest; the fitted length holds the total to the bound.
+                paced = again[row, : again_lengths[row]]
+                out[i] = stretch_to_duration(paced, max(1, int(round(fitted[i] * rate))), rate,
+                                             max_speedup=bounds[i])
 
         results = []
         for i, wave in enumerate(out):
-            if limits[i] > 0 and wave.size > limits[i] * rate:
-                target = max(int(limits[i] * rate), int(np.ceil(wave.size / stretches[i])))
-                wave = stretch_to_duration(wave, target, rate, max_speedup=float(stretches[i]))
             results.append({
                 "WAVEFORM": wave.astype(np.float32),
                 "SAMPLE_RATE": np.int32(rate),
