@@ -115,8 +115,9 @@ MOUTH_OPEN_DBFS = -15.0
 MOUTH_MIN_OPENING = 0.05
 
 # --- the phrases ---------------------------------------------------------------------
-#: Twelve everyday phrases per language, line i of every list saying the same thing.
-#: Japanese is written in kana: eSpeak's Japanese voice cannot read kanji.
+#: Twelve everyday phrases per language, line i of every list saying the same thing,
+#: written as subtitles are (Japanese in kanji and kana: the TTS engines read it through
+#: the shared text front end, engines.text).
 PHRASES: Mapping[str, tuple[str, ...]] = {
     "en": (
         "Good morning, everyone.",
@@ -147,18 +148,18 @@ PHRASES: Mapping[str, tuple[str, ...]] = {
         "즐거운 주말 보내세요.",
     ),
     "ja": (
-        "みなさん、おはようございます。",
-        "きょうはげんきですか。",
-        "いいてんきですね。",
-        "いっしょにひるごはんをたべましょう。",
+        "皆さん、おはようございます。",
+        "今日は元気ですか。",
+        "いい天気ですね。",
+        "一緒に昼ごはんを食べましょう。",
         "どうもありがとうございます。",
-        "えきはどこですか。",
-        "わたしはこのうたがすきです。",
-        "また、あした。",
-        "ちょっとまってください。",
-        "きょうはとてもさむいです。",
-        "いまなんじですか。",
-        "よいしゅうまつを。",
+        "駅はどこですか。",
+        "私はこの歌が好きです。",
+        "また、明日。",
+        "ちょっと待ってください。",
+        "今日はとても寒いです。",
+        "今何時ですか。",
+        "良い週末を。",
     ),
     "zh": (
         "大家早上好。",

@@ -1,4 +1,4 @@
-"""FastPitch text front end: symbol sets, English normalisation, ARPAbet, errors."""
+"""FastPitch text front end: symbol sets, ARPAbet, errors (English normalisation: test_text_en.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from engines.fastpitch.normalize import cardinal, english_cleaners_v2, ordinal
 from engines.fastpitch.text import ARPABET_SYMBOLS, SymbolSet, TextProcessor
 
 CMUDICT_SAMPLE = """\
@@ -41,41 +40,6 @@ def test_english_basic_layout_is_published() -> None:
     assert "".join(s.symbols[2:12]) == "!'(),.:;? "
     assert s.pad_id == 0
     assert len(SymbolSet.english_basic_lowercase()) == 123
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("I have 3 cats.", "i have three cats."),
-    ("Mr. and Mrs. Smith met Dr. Jones on Baker St. near St. Paul's.",
-     "mister and misess smith met doctor jones on baker street near saint paul's."),
-    ("It weighs 3.75 kg.", "it weighs three point seven five kg."),
-    ("The 21st and the 2nd time.", "the twenty-first and the second time."),
-    ("Born in 1984, moved in 2005, left in 1900 and in 2010.",
-     "born in nineteen eighty four, moved in two thousand five, left in nineteen hundred "
-     "and in twenty ten."),
-    ("It cost $1,250.50, then $1 and $0.99.",
-     "it cost one thousand two hundred and fifty dollars, fifty cents, then one dollar and "
-     "ninety nine cents."),
-    ("A $3.5 million deal.", "a three point five million dollars deal."),
-    ("We have 10,000 fans and 101 dogs.", "we have ten thousand fans and one hundred and one dogs."),
-    ("Meet at 3:30 pm, not 10:00.", "meet at three thirty p.m., not ten o'clock."),
-    ("The FBI raided NVIDIA.", "the f.b.i. raided n.vidia."),
-    ("STOP RIGHT THERE", "stop right there"),
-    ("50% of No. 7 & co.", "fifty percent of number seven and company"),
-    ("Café “naïve” — ok…", "cafe naive - ok..."),
-    ("The 1980s and 7s.", "the nineteen eighties and sevens."),
-])
-def test_english_normalisation(text: str, expected: str) -> None:
-    cleaned, unknown = english_cleaners_v2(text)
-    assert cleaned == expected
-    assert unknown == []
-
-
-def test_number_words() -> None:
-    assert cardinal(0) == "zero"
-    assert cardinal(115) == "one hundred and fifteen"
-    assert cardinal(1_000_005) == "one million and five"
-    assert cardinal(2_340_000) == "two million three hundred and forty thousand"
-    assert ordinal(3) == "third" and ordinal(40) == "fortieth" and ordinal(112) == "one hundred and twelfth"
 
 
 def test_encode_and_decode_round_trip() -> None:

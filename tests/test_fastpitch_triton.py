@@ -144,5 +144,8 @@ def test_polydub_run_with_fastpitch_records_the_checkpoint(checkpoints: tuple[Pa
                           cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True,
                           timeout=600, check=False)
     assert done.returncode in (0, 3), done.stderr  # 3: QC failed the (noise) dub, with reasons
-    report = json.loads(out.with_suffix(".qc.json").read_text())
+    # A failed QC keeps what it judged beside the output, named so (embedded.qc_failed_path).
+    judged = out if done.returncode == 0 else out.with_name("dub.qc-failed.mp4")
+    assert judged.stat().st_size > 0
+    report = json.loads(judged.with_suffix(".qc.json").read_text())
     assert report["engine_versions"]["tts"] == "fastpitch fastpitch.pt + hifigan hifigan.pt"

@@ -21,6 +21,10 @@ OURS = ("schemas", "engines", "serving", "triton_models", "handlers", "infra", "
 #: The one module of handlers that may start or stop the local servers (infra).
 INFRA_BRIDGE = "handlers/localstack.py"
 STAGE_MODULES = {f"handlers.{name}" for name in STAGE_NAMES}
+#: Engine packages handlers may import directly: no model in them, only signal math (resampling,
+#: envelopes) and text rules (how a subtitle is read aloud, which QC's word error rate needs to
+#: score a transcript against its subtitle as the dub spoke it).
+PURE_ENGINE_PACKAGES = ("engines.dsp", "engines.text")
 
 
 @dataclass(frozen=True)
@@ -94,8 +98,10 @@ def _handlers_rule(arrow: Arrow, top: str) -> str | None:
     source = arrow.source
     if top == "infra" and source != INFRA_BRIDGE:
         return f"only {INFRA_BRIDGE} imports infra (the process supervisor, one way in)"
-    if top == "engines" and not (arrow.target == "engines.dsp" or arrow.target.startswith("engines.dsp.")):
-        return "handlers reach models only through the inference client (engines.dsp, pure signal math, is the exception)"
+    if top == "engines" and not any(arrow.target == pure or arrow.target.startswith(pure + ".")
+                                    for pure in PURE_ENGINE_PACKAGES):
+        return ("handlers reach models only through the inference client (engines.dsp, pure signal math, and "
+                "engines.text, pure text rules, are the exceptions)")
     if top in ("bench", "tests", "triton_models"):
         return "production code imports no benchmark, test or Triton model file"
     if top == "handlers":

@@ -153,7 +153,9 @@ def test_polydub_run_with_wav2lip_on_a_1280x720_sample(tmp_path: Path) -> None:
                           cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True,
                           timeout=600, check=False)
     assert done.returncode in (0, 3), done.stderr  # 3: QC failed the noise, with reasons
-    report = json.loads(out.with_suffix(".qc.json").read_text())
+    judged = out if done.returncode == 0 else out.with_name("dub.qc-failed.mp4")  # kept beside the output
+    assert judged.stat().st_size > 0
+    report = json.loads(judged.with_suffix(".qc.json").read_text())
     assert report["engines"]["lipsync"] == "wav2lip"
     assert abs(report["media"]["output_duration_s"] - report["media"]["source_duration_s"]) <= 1 / 25 + 1e-6
     assert all(chunk["face_frames"] > 0.8 * chunk["frames"] for chunk in report["chunks"]), report["chunks"]

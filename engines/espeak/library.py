@@ -5,6 +5,8 @@ C API (``speak_lib.h``): ``espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, ...)``,
 ``espeak_SetSynthCallback``, ``espeak_SetVoiceByName("voice+variant")``,
 ``espeak_SetParameter`` and ``espeak_Synth`` with UTF-8 text; samples (int16, 22050 Hz) and
 word events arrive in the callback. :func:`synth_raw` is one such synthesis;
+:func:`text_to_phonemes` is eSpeak's reading of a text without the audio
+(``espeak_TextToPhonemes``: what it would say, for checking the text front end);
 :func:`available_variants` lists the voice variants the data holds.
 
 Determinism, and why the library is initialised for every synthesis
@@ -39,7 +41,8 @@ import shutil
 import struct
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -58,6 +61,7 @@ __all__ = [
     "RawSynthesis",
     "available_variants",
     "synth_raw",
+    "text_to_phonemes",
 ]
 
 # ----------------------------------------------------------------- the C API (speak_lib.h)
@@ -82,6 +86,8 @@ _PARAM_RATE = 1
 _PARAM_VOLUME = 2
 _PARAM_PITCH = 3
 _PARAM_RANGE = 4
+#: ``espeakPHONEMES_IPA``: phonemes as IPA rather than eSpeak's ASCII mnemonics.
+_PHONEMES_IPA = 0x02
 #: ``espeak_EVENT_TYPE`` values we read.
 _EVENT_LIST_TERMINATED = 0
 _EVENT_WORD = 1
@@ -194,6 +200,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
         ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
     ]
+    lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
+    lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
 
 
 #: What ``espeak_Terminate`` leaves allocated, freed by us before the image is discarded
@@ -282,16 +290,14 @@ class RawSynthesis:
     words: tuple[tuple[int, int, int], ...]
 
 
-def synth_raw(text: str, voice: str, rate: int, pitch: int, pitch_range: int, volume: int, seed: int) -> RawSynthesis:
-    """One synthesis on a fresh library image, under the process-wide lock.
+@contextmanager
+def _fresh_library(voice: str) -> Iterator[ctypes.CDLL]:
+    """A freshly initialised library image with ``voice`` set, under the process-wide lock;
+    terminated, its leftovers freed and unloaded on exit (see the module docstring).
 
     ``espeak_Initialize`` switches the process's ``LC_CTYPE`` to UTF-8 (its character
-    classes need it) and seeds libc ``rand`` from the clock: the locale is put back
-    afterwards, and ``rand`` is re-seeded with ``seed`` so any code path of the library
-    that draws from it repeats.
+    classes need it): the locale is put back afterwards.
     """
-    global _capture
-    encoded = text.encode("utf-8") + b"\0"
     with _LOCK:
         saved_ctype = locale.setlocale(locale.LC_CTYPE)
         lib = ctypes.CDLL(str(_library_copy()))
@@ -303,31 +309,62 @@ def synth_raw(text: str, voice: str, rate: int, pitch: int, pitch_range: int, vo
             if rate_hz != ESPEAK_SAMPLE_RATE:
                 raise RuntimeError(f"espeak_Initialize returned {rate_hz}, expected {ESPEAK_SAMPLE_RATE} Hz")
             try:
-                lib.espeak_SetSynthCallback(_on_synth)
                 if lib.espeak_SetVoiceByName(voice.encode()) != 0:
                     raise ValueError(f"eSpeak has no voice {voice!r} in {_data_path()}")
-                for param, value in (
-                    (_PARAM_RATE, rate), (_PARAM_PITCH, pitch), (_PARAM_RANGE, pitch_range), (_PARAM_VOLUME, volume),
-                ):
-                    if lib.espeak_SetParameter(param, int(value), 0) != 0:
-                        raise RuntimeError(f"espeak_SetParameter({param}, {value}) failed")
-                lib.espeak_ng_SetRandSeed(seed)
-                _libc.srand(seed)
-                _capture = _Capture()
-                status = lib.espeak_Synth(encoded, len(encoded), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
-                if status != 0:
-                    raise RuntimeError(f"espeak_Synth failed with status {status}")
-                lib.espeak_Synchronize()
-                capture = _capture
+                yield lib
             finally:
-                _capture = None
                 lib.espeak_Terminate()
                 _free_leftovers(lib)
         finally:
             _dlclose(lib._handle)
             locale.setlocale(locale.LC_CTYPE, saved_ctype)
+
+
+def synth_raw(text: str, voice: str, rate: int, pitch: int, pitch_range: int, volume: int, seed: int) -> RawSynthesis:
+    """One synthesis on a fresh library image, under the process-wide lock.
+
+    ``espeak_Initialize`` seeds libc ``rand`` from the clock: it is re-seeded with ``seed``
+    so any code path of the library that draws from it repeats.
+    """
+    global _capture
+    encoded = text.encode("utf-8") + b"\0"
+    with _fresh_library(voice) as lib:
+        lib.espeak_SetSynthCallback(_on_synth)
+        for param, value in (
+            (_PARAM_RATE, rate), (_PARAM_PITCH, pitch), (_PARAM_RANGE, pitch_range), (_PARAM_VOLUME, volume),
+        ):
+            if lib.espeak_SetParameter(param, int(value), 0) != 0:
+                raise RuntimeError(f"espeak_SetParameter({param}, {value}) failed")
+        lib.espeak_ng_SetRandSeed(seed)
+        _libc.srand(seed)
+        _capture = _Capture()
+        try:
+            status = lib.espeak_Synth(encoded, len(encoded), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+            if status != 0:
+                raise RuntimeError(f"espeak_Synth failed with status {status}")
+            lib.espeak_Synchronize()
+            capture = _capture
+        finally:
+            _capture = None
     samples = np.concatenate(capture.chunks) if capture.chunks else np.zeros(0, dtype=np.int16)
     return RawSynthesis(samples=samples.astype(np.int16, copy=False), words=tuple(capture.words))
+
+
+def text_to_phonemes(text: str, voice: str) -> str:
+    """What eSpeak would say for ``text`` with ``voice``, as IPA: one string per clause,
+    joined by " | ". A switch to another language's voice shows as ``(en)...(ja)``: for
+    example a kanji read by the Japanese voice comes out as English "Chinese letter".
+    """
+    buffer = ctypes.create_string_buffer(text.encode("utf-8") + b"\0")
+    pointer = ctypes.c_void_p(ctypes.addressof(buffer))
+    clauses: list[str] = []
+    with _fresh_library(voice) as lib:
+        # Each call reads one clause and moves the pointer on; NULL after the last one.
+        while pointer.value:
+            phonemes = lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, _PHONEMES_IPA)
+            if phonemes:
+                clauses.append(phonemes.decode("utf-8"))
+    return " | ".join(c.strip() for c in clauses if c.strip())
 
 
 @lru_cache(maxsize=1)

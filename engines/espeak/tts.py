@@ -48,8 +48,18 @@ cmn             56     63     78     88     98    124    156
 different sentence), 210 Hz on en-us+f2 measured 213 Hz: within 3% when the sentence's
 intonation resembles the calibration sentence's.
 
-Limitation: eSpeak's Japanese voice reads kana; kanji are spelt out as "Chinese letter".
-Give it kana text (the sample maker does).
+Text
+----
+eSpeak's own text rules are not enough for subtitles: its Japanese voice reads kana only
+(every kanji comes out as "Chinese letter"), its Korean voice reads every digit string as
+a Sino-Korean number (사과 2개 as 이 개, not 두 개), and Latin letters switch it to its
+English voice. So every item first goes through the text front end every TTS engine
+shares, :func:`engines.text.normalize_for_speech` (:meth:`EspeakTTS.speech_text`):
+Japanese becomes katakana through OpenJTalk (今日は良い天気ですね -> キョーワ ヨイ
+テンキデスネ), numbers, times, units and acronyms are written out as the language says
+them. Languages without a front end (a voice added to ``EspeakConfig.voices``) get
+eSpeak's own rules. Word timings refer to the text eSpeak spoke (the reading).
+:meth:`EspeakTTS.phonemes` shows what eSpeak makes of an item, without the audio.
 """
 
 from __future__ import annotations
@@ -73,7 +83,9 @@ from engines.espeak.library import (
     NORMAL_RATE_WPM,
     available_variants,
     synth_raw,
+    text_to_phonemes,
 )
+from engines.text import SPEECH_LANGUAGES, normalize_for_speech
 
 __all__ = ["DEFAULT_VOICES", "EspeakConfig", "EspeakResult", "EspeakTTS", "WordTiming"]
 
@@ -293,6 +305,24 @@ class EspeakTTS:
             raise ValueError("empty text: give each item at least one word to speak")
         return text.strip()
 
+    def speech_text(self, text: str, lang: str) -> str:
+        """The text eSpeak is given for ``text``: read by the shared front end
+        (:func:`engines.text.normalize_for_speech`) for the languages it knows, as written for
+        other voices. ValueError if nothing is left to say (a line of symbols such as "♪")."""
+        text = self._check_text(text)
+        if lang not in SPEECH_LANGUAGES:
+            return text
+        spoken = normalize_for_speech(text, lang).strip()
+        if not spoken:
+            raise ValueError(
+                f"nothing to speak in {text!r}: it has no {lang} reading; give the item words, not only symbols"
+            )
+        return spoken
+
+    def phonemes(self, text: str, lang: str, variant: str | None = None) -> str:
+        """What eSpeak says for ``text`` (IPA, clauses joined by " | "), after the front end."""
+        return text_to_phonemes(self.speech_text(text, lang), self.voice_name(lang, variant))
+
     # ------------------------------------------------------------- pitch
 
     def pitch_curve(self, lang: str, variant: str | None = None) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -372,7 +402,7 @@ class EspeakTTS:
         cfg = self.config
         if max_speedup is not None and max_speedup > 0:
             cfg = replace(cfg, max_speedup=float(max_speedup))
-        text = self._check_text(text)
+        text = self.speech_text(text, lang)
         voice = self.voice_name(lang, variant)
         pitch = self.pitch_param(lang, variant, pitch_hz)
         rate = cfg.default_rate_wpm
@@ -454,7 +484,7 @@ class EspeakTTS:
         elif len(variants) != n:
             raise ValueError(f"got {n} texts but {len(variants)} variants")
         for text, lang, variant in zip(texts, langs, variants, strict=True):
-            self._check_text(text)
+            self.speech_text(text, lang)
             self.voice_name(lang, variant)
         outputs = [
             self.synthesize_one(text, lang, targets[i], pitches[i], variants[i]).audio

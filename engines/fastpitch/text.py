@@ -23,14 +23,37 @@ import functools
 import logging
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .normalize import CLEANERS
+from engines.text.common import collapse_whitespace
+from engines.text.en import english_cleaners_v2
 
 logger = logging.getLogger(__name__)
+
+
+def basic_cleaners(text: str) -> tuple[str, list[tuple[int, str]]]:
+    """Lower-case and collapse whitespace only (for non-English symbol sets)."""
+    return collapse_whitespace(text.lower()), []
+
+
+def no_cleaners(text: str) -> tuple[str, list[tuple[int, str]]]:
+    """Leave the text unchanged (symbol sets trained on raw text)."""
+    return text, []
+
+
+#: A cleaner returns the cleaned text and the (input position, character) it could not map.
+Cleaner = Callable[[str], tuple[str, list[tuple[int, str]]]]
+#: The normalisers a symbol set can name, by the names checkpoints record
+#: (``text_cleaners``). English is the shared English front end (engines.text.en), so
+#: FastPitch reads numbers and abbreviations exactly as every other engine does.
+CLEANERS: dict[str, Cleaner] = {
+    "english_cleaners_v2": english_cleaners_v2,
+    "basic_cleaners": basic_cleaners,
+    "none": no_cleaners,
+}
 
 #: Marks ARPAbet symbols in the symbol list ("@AH1"): some phones equal letters.
 ARPABET_PREFIX = "@"
@@ -71,7 +94,7 @@ class SymbolSet:
     pad: str = PAD_SYMBOL
     """Padding symbol; its id must be the model's ``padding_idx``."""
     cleaners: str = "basic_cleaners"
-    """Normaliser applied before encoding: a key of ``normalize.CLEANERS``."""
+    """Normaliser applied before encoding: a key of :data:`CLEANERS`."""
     unicode_form: str | None = None
     """Unicode normalisation applied first (e.g. "NFD" to split Hangul into jamo)."""
 
@@ -389,6 +412,6 @@ def text_settings_from_train_setup(train_setup: Mapping[str, Any]) -> dict[str, 
 
 
 __all__ = [
-    "ARPABET_PREFIX", "ARPABET_SYMBOLS", "PAD_SYMBOL", "PronunciationDictionary", "SymbolSet",
+    "ARPABET_PREFIX", "ARPABET_SYMBOLS", "CLEANERS", "PAD_SYMBOL", "PronunciationDictionary", "SymbolSet",
     "TextProcessor", "UnknownSymbol", "text_settings_from_train_setup",
 ]

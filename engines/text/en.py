@@ -1,13 +1,22 @@
-"""English text normalisation for FastPitch (``english_cleaners_v2`` behaviour).
+"""English text front end: how an English subtitle is read aloud.
 
-The published LJSpeech FastPitch was trained on text run through NVIDIA's
-``english_cleaners_v2``: transliterate to ASCII, expand times, split
-letter/digit runs, spell numbers, expand abbreviations, spell acronyms
-letter by letter, lower-case, collapse whitespace. A model only speaks well
-what looks like its training text, so this module reproduces those rules
-(written from their description; the published code depends on ``inflect``,
-which this project does not use). Deliberate differences, all documented at
-the rule that implements them:
+Two users, one set of rules:
+
+* every TTS engine, through :func:`engines.text.normalize_for_speech` (``lang="en"``),
+  gets :func:`normalize`: numbers, currency, times, ordinals, fractions, unit symbols
+  (:func:`expand_units`), abbreviations and acronyms spelled out as words, case and
+  punctuation kept (eSpeak reads "F.B.I." as letters and uses case to tell "US" from "us");
+* FastPitch's published LJSpeech checkpoints were trained on text run through NVIDIA's
+  ``english_cleaners_v2``; :func:`english_cleaners_v2` is :func:`expand_for_speech` plus
+  what that training text looked like (lower case, no quotation marks, brackets as
+  parentheses, "/" as a space), because a model only speaks well what looks like its
+  training text.
+
+The rules reproduce ``english_cleaners_v2``: transliterate to ASCII, expand times, split
+letter/digit runs, spell numbers, expand abbreviations, spell acronyms letter by letter
+(written from their description; the published code depends on ``inflect``, which this
+project does not use). Deliberate differences, all documented at the rule that
+implements them:
 
 * decimals are read digit by digit after "point" ("3.14" -> "three point one
   four"; published: "three point fourteen");
@@ -19,14 +28,16 @@ the rule that implements them:
   published integer rule produces; its currency rule kept inflect's hyphens).
 
 :func:`fold_to_ascii` reports characters it cannot transliterate instead of
-dropping them, so the caller can surface them to the user.
+dropping them, so the caller can surface them to the user (FastPitch's encoder does;
+:func:`normalize` leaves them out, since a speech engine cannot say them either).
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable
+
+from .common import collapse_whitespace, words_re
 
 _ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen "
          "fourteen fifteen sixteen seventeen eighteen nineteen").split()
@@ -72,16 +83,20 @@ _ASCII_REPLACEMENTS = {
     "\u00bd": "\u00bd", "\u00bc": "\u00bc", "\u00be": "\u00be",  # kept for the fraction rule
     "\u00a3": "\u00a3", "\u20ac": "\u20ac", "\u20a9": "\u20a9",  # kept for the currency rule
 }
-#: ASCII characters english_basic lacks, mapped to what a reader would say or
-#: to the nearest symbol. Characters absent here and from the symbol set are
-#: reported as unknown by the encoder.
-_PUNCTUATION_REPLACEMENTS = {
+#: Signs read aloud as words (part of the reading, so every engine says them).
+_SPOKEN_SIGNS = {
+    "_": " ",     # an underscore joins words ("file_name"); FastPitch's pad symbol, too
+    "+": " plus ",
+    "=": " equals ",
+}
+#: What FastPitch's training text did not contain, mapped to what it did: english_basic
+#: has no quotation marks, square brackets or backticks. Characters absent here and from
+#: the symbol set are reported as unknown by the encoder.
+_TRAINING_TEXT_REPLACEMENTS = {
     '"': "",      # quotation marks are not pronounced; english_basic has none
     "[": "(", "]": ")",
     "`": "'",
-    "_": " ",     # "_" is the padding symbol: never let text produce it
-    "+": " plus ",
-    "=": " equals ",
+    "/": " ",     # published: compatibility with english_basic
 }
 
 
@@ -296,7 +311,6 @@ _SAINT_RE = re.compile(r"\bSt\.(?=\s?[A-Z])")
 _STREET_RE = re.compile(r"\b[Ss]t\.")
 _URL_RE = re.compile(r"([a-zA-Z])\.(com|gov|org|net|edu)\b")
 _ACRONYM_RE = re.compile(r"\b([a-z]*[A-Z][A-Z]+)(s?)(\.?)")
-_WHITESPACE_RE = re.compile(r"\s+")
 
 
 def expand_number_abbreviation(text: str) -> str:
@@ -338,8 +352,9 @@ def spell_acronyms(text: str) -> str:
     return _ACRONYM_RE.sub(_spell_acronym, text)
 
 
-def english_cleaners_v2(text: str) -> tuple[str, list[tuple[int, str]]]:
-    """Normalise English text; return it with the input characters it could not map."""
+def expand_for_speech(text: str) -> tuple[str, list[tuple[int, str]]]:
+    """Every English reading rule, case kept; return the text with the input characters
+    it could not map (left out of the text)."""
     # Fold first so reported positions index the caller's text (currency signs
     # and fractions survive folding for the rules below).
     text, unknown = fold_to_ascii(text)
@@ -352,10 +367,56 @@ def english_cleaners_v2(text: str) -> tuple[str, list[tuple[int, str]]]:
     text = expand_numbers(text)
     text = expand_abbreviations(text)
     text = spell_acronyms(text)
-    text = text.lower()
-    for src, dst in _PUNCTUATION_REPLACEMENTS.items():
+    for src, dst in _SPOKEN_SIGNS.items():
         text = text.replace(src, dst)
-    text = text.replace("/", " ")  # published: compatibility with english_basic
+    return collapse_whitespace(text), unknown
+
+
+#: Unit symbols after a number -> (singular, plural) names. Speech only: FastPitch's
+#: training text kept the symbols (its cleaners leave "3.75 kg" as is), engines without
+#: that training read "kg" as letters.
+UNITS: dict[str, tuple[str, str]] = {
+    "km/h": ("kilometer per hour", "kilometers per hour"), "mph": ("mile per hour", "miles per hour"),
+    "km": ("kilometer", "kilometers"), "m": ("meter", "meters"), "cm": ("centimeter", "centimeters"),
+    "mm": ("millimeter", "millimeters"), "kg": ("kilogram", "kilograms"), "g": ("gram", "grams"),
+    "mg": ("milligram", "milligrams"), "L": ("liter", "liters"), "ml": ("milliliter", "milliliters"),
+    "mL": ("milliliter", "milliliters"), "GB": ("gigabyte", "gigabytes"), "MB": ("megabyte", "megabytes"),
+    "TB": ("terabyte", "terabytes"), "KB": ("kilobyte", "kilobytes"), "ms": ("millisecond", "milliseconds"),
+    "Hz": ("hertz", "hertz"), "kHz": ("kilohertz", "kilohertz"), "MHz": ("megahertz", "megahertz"),
+    "GHz": ("gigahertz", "gigahertz"), "°C": ("degree Celsius", "degrees Celsius"),
+    "℃": ("degree Celsius", "degrees Celsius"), "°F": ("degree Fahrenheit", "degrees Fahrenheit"),
+}
+#: A number and a unit symbol; not after a currency sign ("$5m" is five million dollars).
+_UNIT_RE = re.compile(r"(?<![$€£₩\d.,])(\d[\d,]*(?:\.\d+)?)\s?(" + words_re(UNITS) + r")(?![A-Za-z])")
+
+
+def expand_units(text: str) -> str:
+    """"3.5 km" -> "3.5 kilometers", "1 kg" -> "1 kilogram", "20°C" -> "20 degrees Celsius"
+    (the number is spelled by the number rules after)."""
+    def unit(m: re.Match[str]) -> str:
+        singular, plural = UNITS[m.group(2)]
+        return f"{m.group(1)} {singular if m.group(1) == '1' else plural}"
+
+    return _UNIT_RE.sub(unit, text)
+
+
+def normalize(text: str) -> str:
+    """English text as a speech engine should read it (see the module docstring): unit
+    symbols named (:func:`expand_units`), then :func:`expand_for_speech`.
+
+    Characters with no English reading (an emoji, a kanji) are left out: eSpeak would
+    otherwise say "Chinese letter" in the middle of the line.
+    """
+    return expand_for_speech(expand_units(text))[0]
+
+
+def english_cleaners_v2(text: str) -> tuple[str, list[tuple[int, str]]]:
+    """FastPitch's training text: :func:`expand_for_speech`, lower-cased, in english_basic's
+    characters; return it with the input characters it could not map."""
+    text, unknown = expand_for_speech(text)
+    text = text.lower()
+    for src, dst in _TRAINING_TEXT_REPLACEMENTS.items():
+        text = text.replace(src, dst)
     return collapse_whitespace(text), unknown
 
 
@@ -369,31 +430,8 @@ def _split_letters_digits(m: re.Match[str]) -> str:
     return " "
 
 
-def collapse_whitespace(text: str) -> str:
-    """Runs of whitespace -> one space; trimmed."""
-    return _WHITESPACE_RE.sub(" ", text).strip()
-
-
-def basic_cleaners(text: str) -> tuple[str, list[tuple[int, str]]]:
-    """Lower-case and collapse whitespace only (for non-English symbol sets)."""
-    return collapse_whitespace(text.lower()), []
-
-
-def no_cleaners(text: str) -> tuple[str, list[tuple[int, str]]]:
-    """Leave the text unchanged (symbol sets trained on raw text)."""
-    return text, []
-
-
-Cleaner = Callable[[str], tuple[str, list[tuple[int, str]]]]
-CLEANERS: dict[str, Cleaner] = {
-    "english_cleaners_v2": english_cleaners_v2,
-    "basic_cleaners": basic_cleaners,
-    "none": no_cleaners,
-}
-
 __all__ = [
-    "ABBREVIATIONS", "CLEANERS", "CURRENCY_UNITS", "Cleaner", "basic_cleaners", "cardinal",
-    "collapse_whitespace", "english_cleaners_v2", "expand_abbreviations", "expand_currency",
-    "expand_number_abbreviation",
-    "expand_numbers", "fold_to_ascii", "no_cleaners", "ordinal", "spell_acronyms",
+    "ABBREVIATIONS", "CURRENCY_UNITS", "cardinal", "collapse_whitespace", "english_cleaners_v2",
+    "expand_abbreviations", "expand_currency", "expand_for_speech", "expand_number_abbreviation",
+    "expand_numbers", "expand_units", "fold_to_ascii", "normalize", "ordinal", "spell_acronyms",
 ]
