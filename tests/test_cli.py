@@ -123,3 +123,36 @@ def test_polydub_run_with_an_rvc_voice(tmp_path: Path, rvc_env: dict[str, str]) 
     assert report["engines"]["vc"] == "rvc"
     assert report["thresholds"]["engine_set"] == "neural", report["thresholds"]
     assert abs(report["media"]["output_duration_s"] - report["media"]["source_duration_s"]) <= 1 / 25 + 1e-6
+
+
+#: Real Japanese subtitle lines, kanji and kana as any Japanese subtitle file has them (eSpeak alone
+#: read each kanji as "Chinese letter": the lines were sped up 3.42x, 2.44x and 2.23x and failed QC).
+KANJI_LINES = ("今日は良い天気ですね。", "東京駅で会いましょう。", "3時に改札の前で待っています。")
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_a_japanese_kanji_dub_passes_qc_with_no_segment_past_the_speed_up_bound(tmp_path: Path) -> None:
+    import dataclasses
+    import json
+
+    from handlers.runtime.subtitles import parse_subtitles, to_srt
+    from handlers.sample import make_sample
+
+    sample = make_sample(tmp_path / "sample.mp4", target_lang="ja", seconds=8)
+    cues = parse_subtitles(sample.subtitles)[: len(KANJI_LINES)]
+    kanji = tmp_path / "kanji.srt"
+    kanji.write_text(to_srt([dataclasses.replace(c, text=t) for c, t in zip(cues, KANJI_LINES, strict=True)]),
+                     encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POLYDUB_")}
+    env.update(POLYDUB_LOCAL_STORE_DIR=str(tmp_path / "store"), POLYDUB_TRACE_FILE=str(tmp_path / "spans.jsonl"))
+    out = tmp_path / "out" / "dub.mp4"
+    done = subprocess.run([sys.executable, "-m", "handlers.cli", "run", str(sample.video), "--subs", str(kanji),
+                           "--to", "ja", "-o", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.with_suffix(".qc.json").read_text())
+    assert report["passed"], report["failed_checks"]
+    speedups = [s["speedup"] for s in report["segments"]]
+    assert len(speedups) == len(KANJI_LINES) and max(speedups) <= 1.35 * 1.001, speedups
+    assert all(s["on_time"] for s in report["segments"]), report["segments"]
