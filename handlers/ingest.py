@@ -189,5 +189,7 @@ def _media_dict(inputs: JobInputs) -> dict[str, Any]:
         "height": m.height,
         "audio_rate": m.audio_rate,
         "audio_channels": m.audio_channels,
+        # The source's channel positions (None: unlabelled); merging keeps them.
+        "audio_layout": m.audio_layout,
     }
 

@@ -1,8 +1,9 @@
 """Validation of a job's inputs, shared by the ingest stage and ``polydub run``.
 
 Both must reject the same things with the same words, so the checks live here
-once: the video must exist and carry both a video and an audio stream, the
-subtitles must parse and fit the video.
+once: the video must exist and carry both a video and an audio stream whose
+channel layout the dubbed MP4 can carry, the subtitles must parse and fit the
+video.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from handlers.runtime.media import MediaInfo, probe
+from handlers.runtime.media import MediaInfo, probe, soundtrack_layout
 from handlers.runtime.subtitles import Segment, parse_subtitles, validate_segments
 from schemas.errors import InputError
 
@@ -36,6 +37,8 @@ def validate_inputs(video: Path, subtitles: Path | list[Segment]) -> JobInputs:
             f"{video} has no audio stream, so there is no speaker to dub",
             "give the original video with its soundtrack",
         )
+    assert media.audio_channels is not None  # every audio stream has a channel count
+    soundtrack_layout(media.audio_layout, media.audio_channels)  # the output keeps it, or it fails now
     if isinstance(subtitles, Path):
         if not subtitles.exists():
             raise InputError(f"subtitle file {subtitles} does not exist", "check the --subs path")

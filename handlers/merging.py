@@ -10,10 +10,17 @@ loses nothing. When the last chunk is in, the merge:
    (:mod:`handlers.runtime.mix`);
 2. mixes it over the original soundtrack, ducked while the dub speaks,
    normalises the loudness (``POLYDUB_LOUDNESS_TARGET_LUFS``) under a peak
-   ceiling;
+   ceiling. The soundtrack keeps the source's channel layout and, from
+   44.1 kHz up, its rate (lower rates go out at ``POLYDUB_OUTPUT_AUDIO_RATE``):
+   the background stays in its channels, the dub goes in the centre channel
+   (or both fronts of a stereo or centre-less layout). The background is
+   decoded at the output rate, not taken from the pipeline's 22.05 kHz speech
+   track, so it keeps its full band (everything above 11 kHz would otherwise
+   be lost); only the dub is upsampled;
 3. joins the lip-synced frames the same way (or copies the source video
    stream untouched when lip-sync is off) and muxes an MP4 with the source's
-   exact duration;
+   exact duration, the target subtitles in it as a soft ``mov_text`` track,
+   the soundtrack and subtitles tagged with the target language (ISO 639-2);
 4. writes the dub track, the mix, the target subtitles and the video under
    ``jobs/{id}/output/``, records them (``state/merged``), then emits
    ``job.merged`` carrying every URI QC reads.
@@ -40,10 +47,27 @@ from engines.dsp import fit_length, resample
 from handlers.runtime import keys
 from handlers.runtime.frames import window_frame_range
 from handlers.runtime.jobstate import JobState
-from handlers.runtime.media import decode_audio, encode_mp4, iter_frames, mux_audio
-from handlers.runtime.mix import blend_frames, duck_gain, frame_weight, normalize_loudness, overlap_add, speech_mask
+from handlers.runtime.media import (
+    channel_names,
+    decode_audio,
+    encode_mp4,
+    iter_frames,
+    mux_audio,
+    soundtrack_layout,
+    soundtrack_rate,
+)
+from handlers.runtime.mix import (
+    blend_frames,
+    dub_weights,
+    duck_gain,
+    frame_weight,
+    mix_dub,
+    normalize_loudness,
+    overlap_add,
+    speech_mask,
+)
 from handlers.runtime.stagekit import JobStage
-from handlers.runtime.subtitles import Segment, to_srt
+from handlers.runtime.subtitles import Segment, language_tag, to_srt
 from schemas.events import ChunkRendered, DubStatus, JobMerged
 from schemas.registry import CHUNK_STAGES
 from schemas.status import StatusCode
@@ -120,15 +144,20 @@ class MergingStage(JobStage[ChunkRendered]):
         # here, where the chunks are joined anyway, and only when conversion changed it.
         unconverted = None if synthesized == converted else self._joined_audio(starts, synthesized, total)
 
-        out_rate = self.settings.output_audio_rate
+        media = manifest["media"]
+        layout = soundtrack_layout(media.get("audio_layout"), media["audio_channels"])
+        channels = channel_names(layout)
+        out_rate = soundtrack_rate(media["audio_rate"], self.settings.output_audio_rate)
         source = self.local_copy(manifest["source_key"])
-        original = decode_audio(source, out_rate)
-        original = fit_length(original, int(round(duration * out_rate)))
-        dub_out = fit_length(resample(dub, rate, out_rate), original.size)
-        gain = duck_gain(speech_mask(list(spans.values()), original.size, out_rate), out_rate,
+        # Exactly the job's duration, in the output layout: (samples, channels).
+        original = decode_audio(source, out_rate, end_s=duration, layout=layout)
+        n_out = original.shape[0]
+        dub_out = fit_length(resample(dub, rate, out_rate), n_out)
+        gain = duck_gain(speech_mask(list(spans.values()), n_out, out_rate), out_rate,
                          self.settings.duck_db, self.settings.duck_attack_s, self.settings.duck_release_s)
-        mix, gain_db = normalize_loudness(original * gain + dub_out, out_rate,
-                                          self.settings.loudness_target_lufs, self.settings.true_peak_dbfs)
+        mix, gain_db = normalize_loudness(mix_dub(original, gain, dub_out, dub_weights(channels)), out_rate,
+                                          self.settings.loudness_target_lufs, self.settings.true_peak_dbfs,
+                                          channels)
 
         outputs = {
             "video": keys.output_key(job_id, OUTPUT_VIDEO),
@@ -149,15 +178,17 @@ class MergingStage(JobStage[ChunkRendered]):
         ]
         self.store.put_bytes(outputs["subtitles"], to_srt(segments).encode("utf-8"))
 
+        language = language_tag(manifest["target_lang"])
         with tempfile.TemporaryDirectory(prefix="polydub-merge-") as tmp:
             path = Path(tmp) / OUTPUT_VIDEO
             videos = [row.outputs.get("lipsync") for row in rows]
             if all(videos):
                 fps = float(manifest["media"]["fps"])
                 frames = _joined_frames([self.local_copy(v) for v in videos if v], chunks, fps)
-                encode_mp4(path, frames, fps, mix, out_rate, duration_s=duration)
+                encode_mp4(path, frames, fps, mix, out_rate, duration_s=duration, audio_layout=layout,
+                           language=language, subtitles=segments)
             else:
-                mux_audio(source, mix, out_rate, path)
+                mux_audio(source, mix, out_rate, path, audio_layout=layout, language=language, subtitles=segments)
             self.store.put_file(outputs["video"], path)
 
         outputs["loudness_gain_db"] = gain_db

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from handlers.quality.measure import JobMedia, check_asr_path, measure_job
+from handlers.quality.measure import JobMedia, asr_languages, measure_job
 from handlers.quality.page import render_html
 from handlers.quality.report import build_report
 from handlers.quality.thresholds import Thresholds
@@ -52,8 +52,8 @@ class QCStage(JobStage[JobMerged]):
 
     def __init__(self, deps: StageDeps) -> None:
         super().__init__(deps)
-        # A misconfigured ASR path stops the worker at start, not a job an hour later.
-        check_asr_path(self.settings)
+        # A misconfigured recogniser folder stops the worker at start, not a job an hour later.
+        asr_languages(self.settings)
 
     async def work(self, event: JobMerged, state: JobState) -> dict[str, Any]:
         manifest = await self.manifest(event.job_id)
@@ -118,7 +118,7 @@ class QCStage(JobStage[JobMerged]):
         rows = state.rows(len(chunks))
         dub, rate = self.get_audio(self.key_of(event.dub_audio_uri))
         before = None if event.unconverted_dub_uri is None else self.get_audio(self.key_of(event.unconverted_dub_uri))[0]
-        mix, mix_rate = self.get_audio(self.key_of(event.mix_uri))
+        mix, mix_rate = self.get_audio(self.key_of(event.mix_uri), keep_channels=True)
         video = tmp / "dubbed.mp4"
         self.store.get_file(self.key_of(event.output_video_uri), video)
         # A segment's fit from the chunk that owns it (neighbours also speak it as context).

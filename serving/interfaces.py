@@ -141,8 +141,14 @@ AV_SYNC_OUTPUTS = (
     TensorSpec("FACE_FRAMES", I64, (1,), "How many frames had a face."),
 )
 
-# No ASR model ships; this is the contract a served ``asr`` model must meet for QC's
-# intelligibility check (enabled by POLYDUB_QC_ASR_MODEL_PATH).
+# QC's intelligibility check re-transcribes each segment of the dub through the served
+# ``asr`` model (``serving/models/asr.py``: PocketSphinx, English shipped in its wheel; other
+# languages from POLYDUB_QC_ASR_MODELS_DIR). Any model served as ``asr`` meets this contract:
+# one segment's speech at any rate in, the words heard as plain UTF-8 text out (QC normalises
+# case, punctuation and numbers on both sides), and a LANG it cannot recognise fails that item
+# with a ValueError naming the language.
+#: The language the served ``asr`` model recognises with the model its wheel ships.
+ASR_SHIPPED_LANGUAGE = "en"
 ASR_INPUTS = (
     TensorSpec("WAVEFORM", F32, (-1,), "Speech of one segment, mono.", length_of="WAVEFORM_LENGTH"),
     TensorSpec("WAVEFORM_LENGTH", I64, (1,), "Valid samples of WAVEFORM."),

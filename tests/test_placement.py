@@ -64,6 +64,8 @@ def _one_request(name: str) -> list[dict]:
         "face_lipsync": [{"FACES": np.full((96, 96, 3), 128, dtype=np.uint8),
                           "MEL": np.zeros((80, 16), dtype=np.float32)}] * 2,
         "face_track": [{"FRAMES": face}],
+        "asr": [{"WAVEFORM": tone, "SAMPLE_RATE": np.int32(RATE), "LANG": "en"},
+                {"WAVEFORM": tone[: RATE // 4], "SAMPLE_RATE": np.int32(RATE), "LANG": "en"}],
     }
     return [{**item, **REQUEST_EXTRAS.get(name, {})} for item in items[family]]
 

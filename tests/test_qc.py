@@ -24,12 +24,12 @@ from scipy.signal import resample_poly
 from engines.espeak.tts import EspeakTTS
 from engines.mouthwarp.warp import MouthWarp
 from handlers.cli import main as cli_main
-from handlers.quality.measure import JobMedia, check_asr_path, measure_intelligibility, measure_job
-from handlers.quality.measurements import SegmentTiming
+from handlers.quality.measure import JobMedia, asr_languages, measure_intelligibility, measure_job
+from handlers.quality.measurements import Intelligibility, Measurements, SegmentTiming, SegmentTranscript
 from handlers.quality.page import render_html
 from handlers.quality.report import build_report
 from handlers.quality.signals import av_offset, clipped_samples, segment_timings, true_peak_dbfs
-from handlers.quality.text import error_rate
+from handlers.quality.text import error_rate, normalize_for_scoring
 from handlers.quality.thresholds import Thresholds, voice_engine_set
 from handlers.quality.verdicts import Check, evaluate_checks
 from handlers.runtime import keys
@@ -37,6 +37,7 @@ from handlers.runtime.inference import ItemsClient, LocalInferenceClient
 from handlers.runtime.media import encode_mp4
 from handlers.runtime.mix import normalize_loudness
 from handlers.runtime.objectstore import LocalObjectStore
+from handlers.runtime.served import model_parameters
 from handlers.runtime.settings import Settings, get_settings
 from handlers.sample import face_layout
 from schemas.errors import InputError
@@ -79,11 +80,12 @@ WRONG_DURATION_S = DURATION_S + 0.2
 # --- building the job -------------------------------------------------------------------
 
 
-def speak(tts: EspeakTTS, variant: str | None, pitch: float | None) -> np.ndarray:
+def speak(tts: EspeakTTS, variant: str | None, pitch: float | None,
+          slots: tuple[tuple[float, float, str], ...] = SLOTS, lang: str = LANG) -> np.ndarray:
     """The dub track: each slot's text fitted into its slot, on the job's timeline."""
     track = np.zeros(int(DURATION_S * RATE), dtype=np.float32)
-    for start, end, text in SLOTS:
-        audio = tts.synthesize_one(text, LANG, end - start, pitch, variant).audio
+    for start, end, text in slots:
+        audio = tts.synthesize_one(text, lang, end - start, pitch, variant).audio
         a = int(round(start * RATE))
         track[a: a + audio.size] += audio[: track.size - a]
     return track
@@ -177,7 +179,8 @@ def test_clean_dub_passes_every_gate(clean: CleanJob, inference: LocalInferenceC
     (speaker,) = m.speakers
     assert speaker.before is not None and speaker.after > speaker.before
     assert abs(m.loudness.mix_lufs - clean.settings.loudness_target_lufs) < 0.5
-    assert checks["intelligibility"].reason == "skipped: no ASR model configured"
+    assert checks["intelligibility"].reason.startswith("skipped: no speech recogniser ships for ko")
+    assert "POLYDUB_QC_ASR_MODELS_DIR" in checks["intelligibility"].reason
 
 
 @pytest.mark.slow
@@ -359,26 +362,42 @@ def test_similarity_floor_depends_on_the_engine_set() -> None:
     assert reference.av_gates and not plain.av_gates
 
 
-# --- intelligibility hook ------------------------------------------------------------------
+# --- intelligibility ---------------------------------------------------------------------------
 
 
-def test_asr_path_that_does_not_exist_is_a_clear_error(tmp_path: Path) -> None:
-    assert check_asr_path(Settings()) is None
-    with pytest.raises(InputError, match="POLYDUB_QC_ASR_MODEL_PATH is .*does not exist"):
-        check_asr_path(Settings(qc_asr_model_path=tmp_path / "missing.ckpt"))
+def test_scoring_normalises_both_sides_alike() -> None:
+    assert normalize_for_scoring("I have 3 cats, Mr. Smith!", "en") == "i have three cats mister smith"
+    assert normalize_for_scoring("It’s $5 at 3:30 -- \"really\"?", "en") == "it's five dollars at three thirty really"
+    assert normalize_for_scoring("Let's go to the 2nd floor.", "en") == "let us go to the second floor"
+    assert error_rate("We met 21 people.", "we met twenty one people", "en") == 0.0
+    assert error_rate("I'm sorry, I won't be late.", "i am sorry i will not be late", "en") == 0.0
+    assert error_rate("The cat's toy", "the cats toy", "en") == pytest.approx(1 / 3)  # "'s" is kept as written
+    assert error_rate("같이 점심 먹어요!", "같이 점심 먹어요", "ko") == 0.0  # CJK: punctuation and spaces dropped
+
+
+def test_recogniser_languages_come_from_the_models_folder(tmp_path: Path) -> None:
+    assert asr_languages(Settings()) == {"en"}
+    (tmp_path / "ko").mkdir()
+    (tmp_path / "notes.txt").write_text("not a model")
+    assert asr_languages(Settings(qc_asr_models_dir=tmp_path)) == {"en", "ko"}
+    # The served model gets the same folder (in process and on the stack's Triton).
+    assert model_parameters(Settings(qc_asr_models_dir=tmp_path))["asr"] == {"models_dir": str(tmp_path)}
+    assert "asr" not in model_parameters(Settings())
+    with pytest.raises(InputError, match="POLYDUB_QC_ASR_MODELS_DIR is .*missing, which is not a folder"):
+        asr_languages(Settings(qc_asr_models_dir=tmp_path / "missing"))
 
 
 class _HeardAsr(ItemsClient):
-    """Stands in for a served ``asr`` model (none ships): returns fixed transcripts."""
+    """Stands in for a served ``asr`` model with a user's model: each call hears the next list of texts."""
 
-    def __init__(self, texts: list[str]) -> None:
-        self.texts = texts
+    def __init__(self, heard: list[list[str]]) -> None:
+        self.heard = heard
         self.calls: list[dict[str, np.ndarray]] = []
 
     async def infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         assert model == "asr"
+        raw = [t.encode() for t in self.heard[len(self.calls)][: inputs["WAVEFORM"].shape[0]]]
         self.calls.append(inputs)
-        raw = [t.encode() for t in self.texts[: inputs["WAVEFORM"].shape[0]]]
         data = np.zeros((len(raw), max(len(r) for r in raw)), dtype=np.uint8)
         for i, r in enumerate(raw):
             data[i, : len(r)] = np.frombuffer(r, dtype=np.uint8)
@@ -388,21 +407,153 @@ class _HeardAsr(ItemsClient):
         return None
 
 
-def test_configured_asr_scores_the_dub_against_the_subtitles(tmp_path: Path) -> None:
-    checkpoint = tmp_path / "asr.ckpt"
-    checkpoint.write_bytes(b"weights")
-    settings = Settings(qc_asr_model_path=checkpoint)
+def test_a_configured_recogniser_scores_both_sides_of_conversion(tmp_path: Path) -> None:
+    (tmp_path / "models" / "ko").mkdir(parents=True)
+    settings = Settings(qc_asr_models_dir=tmp_path / "models")
     segments = [{"index": 0, "start_s": 0.0, "end_s": 1.0, "text": "같이 점심 먹어요", "speaker": "default"}]
     timing = [SegmentTiming(0, "default", 0.0, 1.0, 2.0, 0.1, 0.9, 0.8, 0.1, -0.1, 0.0, 1.0, 0.0, True)]
+    silence = np.zeros(2 * RATE, dtype=np.float32)
     media = JobMedia(job_id="asr", manifest={"segments": segments, "target_lang": "ko"}, chunks=[], fits={},
-                     dub=np.zeros(2 * RATE, dtype=np.float32), dub_before=None, rate=RATE,
-                     mix=np.zeros(0, dtype=np.float32), mix_rate=MIX_RATE, video=tmp_path / "none.mp4",
-                     references={})
-    asr = _HeardAsr(["같이 점심 먹어"])
+                     dub=silence, dub_before=silence, rate=RATE, mix=np.zeros(0, dtype=np.float32),
+                     mix_rate=MIX_RATE, video=tmp_path / "none.mp4", references={})
+    asr = _HeardAsr([["같이 점심 먹어"], ["같이 점심 먹어요"]])
     result = asyncio.run(measure_intelligibility(asr, settings, timing, media))  # type: ignore[arg-type]
     assert result.measured and result.metric == "cer"
-    assert result.error_rate == pytest.approx(1 / 7)
+    assert result.error_rate == pytest.approx(1 / 7) and result.error_rate_before == 0.0
+    assert result.segments[0].hypothesis_before == "같이 점심 먹어요"
     assert bytes(asr.calls[0]["LANG"][0, : int(asr.calls[0]["LANG_LENGTH"][0, 0])]) == b"ko"
+    assert asr.calls[0]["WAVEFORM_LENGTH"][0, 0] == int(0.8 * RATE), "the segment's measured speech span"
+    off = Settings(qc_asr=False, qc_asr_models_dir=tmp_path / "models")
+    assert asyncio.run(measure_intelligibility(asr, off, timing, media)).reason == "skipped: POLYDUB_QC_ASR is off"
+
+
+#: The checks the intelligibility verdict tests look at (the rest of their job is not judged).
+INTELLIGIBILITY_CHECKS = {"intelligibility", "intelligibility_loss"}
+
+
+def _with_intelligibility(i: Intelligibility) -> Measurements:
+    """Measurements of a job that is fine in every other respect, with ``i`` as its intelligibility."""
+    from handlers.quality.measurements import LoudnessStats, OutputInfo
+
+    return Measurements(
+        source_duration_s=2.0, fps=FPS,
+        output=OutputInfo(duration_s=2.0, has_video=True, has_audio=True, video_codec="h264", audio_codec="aac"),
+        segments=[SegmentTiming(0, "default", 0.0, 1.0, 2.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, True)],
+        loudness=LoudnessStats(-23.0, -23.0, -2.0, 0, 1, 0, 1, -3.0), speakers=[], sync=[], intelligibility=i)
+
+
+def _transcript(index: int, after: float, before: float | None) -> SegmentTranscript:
+    return SegmentTranscript(index, "How are you today?", "how are you today", "how are you", after,
+                             None if before is None else "how are you today", before)
+
+
+def test_intelligibility_verdicts_name_the_rates_and_the_segments() -> None:
+    t = Thresholds.for_job(Settings(), ENGINES)
+    fine = Intelligibility(True, "wer by asr (en)", "wer", 0.25, 0.2, [_transcript(0, 0.25, 0.2)])
+    checks = {c.name: c for c in evaluate_checks(_with_intelligibility(fine), t)}
+    assert checks["intelligibility"].passed and checks["intelligibility"].gate
+    assert checks["intelligibility"].reason == ("WER 25.0% of the delivered dub against the subtitles, 20.0% "
+                                                "before voice conversion (limit 50%)")
+    assert checks["intelligibility_loss"].passed and checks["intelligibility_loss"].gate
+    assert checks["intelligibility_loss"].value == pytest.approx(0.05)
+
+    garbled = Intelligibility(True, "wer by asr (en)", "wer", 0.9, 0.05,
+                              [_transcript(0, 1.0, 0.0), _transcript(1, 0.1, 0.1)])
+    checks = {c.name: c for c in evaluate_checks(_with_intelligibility(garbled), t)}
+    assert failed_gates(checks) & INTELLIGIBILITY_CHECKS == {"intelligibility", "intelligibility_loss"}
+    reason = checks["intelligibility"].reason
+    assert reason.startswith("the delivered dub is not intelligible: WER 90.0% of the delivered dub"), reason
+    assert ("worst segment(s) 0 (0% -> 100%, heard 'how are you today' before VC and 'how are you' after, "
+            "for 'how are you today')") in reason
+    loss = checks["intelligibility_loss"].reason
+    assert loss.startswith("voice conversion made the dub harder to understand: WER 5.0% before voice "
+                           "conversion, 90.0% after (+85.0 points; limit +10 points)"), loss
+    assert "segment(s) that lost words: 0 (0% -> 100%" in loss
+
+    # Exactly at the limits passes; speech unintelligible before conversion fails too.
+    edge = Intelligibility(True, "wer by asr (en)", "wer", 0.5, 0.4, [_transcript(0, 0.5, 0.4)])
+    checks = {c.name: c for c in evaluate_checks(_with_intelligibility(edge), t)}
+    assert failed_gates(checks) & INTELLIGIBILITY_CHECKS == set()
+    before_bad = Intelligibility(True, "wer by asr (en)", "wer", 0.2, 0.6, [_transcript(0, 0.2, 0.6)])
+    checks = {c.name: c for c in evaluate_checks(_with_intelligibility(before_bad), t)}
+    assert failed_gates(checks) & INTELLIGIBILITY_CHECKS == {"intelligibility"}
+    assert checks["intelligibility"].reason.startswith("the synthesised speech (before voice conversion) is not")
+
+    no_vc = Intelligibility(True, "wer by asr (en)", "wer", 0.1, None, [_transcript(0, 0.1, None)])
+    checks = {c.name: c for c in evaluate_checks(_with_intelligibility(no_vc), t)}
+    assert checks["intelligibility"].passed and not checks["intelligibility_loss"].gate
+    assert checks["intelligibility_loss"].reason.startswith("skipped: no voice conversion")
+
+
+#: The English job: the sample's lines, each fitted into its slot.
+EN_SLOTS = (
+    (0.5, 2.0, "Good morning, everyone."),
+    (2.6, 3.9, "How are you today?"),
+    (4.6, 6.1, "Let's have lunch together."),
+)
+
+
+def reverse_speech(track: np.ndarray, slots: tuple[tuple[float, float, str], ...]) -> np.ndarray:
+    """Each segment's speech played backwards in place: the same sound and timing, no words."""
+    out = track.copy()
+    for i, (start, _, _) in enumerate(slots):
+        a = int(round(start * RATE))
+        b = int(round(slots[i + 1][0] * RATE)) if i + 1 < len(slots) else track.size
+        voiced = np.flatnonzero(track[a:b])
+        if voiced.size:
+            first, last = a + voiced[0], a + voiced[-1] + 1
+            out[first:last] = track[first:last][::-1]
+    return out
+
+
+@pytest.fixture(scope="module")
+def english(clean: CleanJob) -> CleanJob:
+    """The clean job in English: same speaker, face and engines, the sample's English lines."""
+    tts = EspeakTTS()
+    dub = speak(tts, SPEAKER_VARIANT, SPEAKER_PITCH_HZ, EN_SLOTS, "en")
+    before = speak(tts, None, None, EN_SLOTS, "en")
+    face = face_layout().image
+    frames = MouthWarp().render_clip(np.repeat(face[None], int(round(DURATION_S * FPS)), axis=0), dub, RATE, FPS)
+    mix = mix_of(dub, clean.settings)
+    video = write_video(clean.tmp / "english.mp4", frames, mix, DURATION_S)
+    manifest = {**clean.media.manifest, "target_lang": "en",
+                "segments": [{"index": i, "start_s": s, "end_s": e, "text": t, "speaker": "default"}
+                             for i, (s, e, t) in enumerate(EN_SLOTS)]}
+    media = dataclasses.replace(clean.media, job_id="qc-english", manifest=manifest, fits=fits_for(EN_SLOTS),
+                                dub=dub, dub_before=before, mix=mix, video=video)
+    return dataclasses.replace(clean, media=media, frames=frames)
+
+
+@pytest.mark.slow
+def test_clean_english_dub_is_intelligible_before_and_after_conversion(english: CleanJob,
+                                                                       inference: LocalInferenceClient) -> None:
+    checks, m = run_qc(english.media, inference, english.settings)
+    assert failed_gates(checks) == set(), {n: c.reason for n, c in checks.items() if not c.passed}
+    i = m.intelligibility
+    assert i.measured and i.metric == "wer" and [s.index for s in i.segments] == [0, 1, 2]
+    assert i.error_rate is not None and i.error_rate <= english.settings.qc_max_wer
+    assert i.error_rate_before is not None and i.error_rate_before <= english.settings.qc_max_wer
+    assert i.segments[0].hypothesis == "good morning everyone"
+    assert checks["intelligibility_loss"].passed and checks["intelligibility_loss"].gate
+
+
+@pytest.mark.slow
+def test_unintelligible_english_dub_fails_qc_on_intelligibility(english: CleanJob,
+                                                                inference: LocalInferenceClient) -> None:
+    garbled = reverse_speech(english.media.dub, EN_SLOTS)
+    checks, m = run_qc(with_dub(english, garbled), inference, english.settings)
+    assert {"intelligibility", "intelligibility_loss"} <= failed_gates(checks)
+    assert checks["intelligibility"].reason.startswith("the delivered dub is not intelligible: WER "), \
+        checks["intelligibility"].reason
+    assert checks["intelligibility_loss"].reason.startswith("voice conversion made the dub harder to understand")
+    assert m.intelligibility.error_rate is not None and m.intelligibility.error_rate > 0.8
+    assert m.intelligibility.error_rate_before is not None
+    assert m.intelligibility.error_rate_before <= english.settings.qc_max_wer
+    # Reversing keeps the sound, the level and the timing: only the words are gone.
+    assert failed_gates(checks) - {"intelligibility", "intelligibility_loss"} <= {"av_sync"}
+    page = render_html(build_report("qc-english", english.media.manifest, m,
+                                    list(checks.values()), Thresholds.for_job(english.settings, ENGINES), {}))
+    assert "heard before VC" in page and "good morning everyone" in page
 
 
 # --- the report ----------------------------------------------------------------------------

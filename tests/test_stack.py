@@ -483,6 +483,7 @@ def test_models_to_load_skips_models_without_weights(tmp_path: Path) -> None:
     base = Settings(triton_model_repository=REPO_ROOT / "triton_models")
     auto = models_to_load(base)
     assert "tts_espeak" in auto and "tts_fastpitch" not in auto
+    assert {"asr", "speaker_encoder", "av_sync"} <= set(auto), "QC's weight-free models load by default"
     assert "tts_fastpitch" in models_to_load(base.model_copy(update={"fastpitch_random_init": True}))
     assert "tts_fastpitch" in models_to_load(base.model_copy(update={"triton_models": "all"}))
     assert models_to_load(base.model_copy(update={"triton_models": "vc_world, tts_espeak"})) == ["vc_world", "tts_espeak"]

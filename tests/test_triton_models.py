@@ -28,13 +28,13 @@ from schemas.errors import InferenceError
 from serving import MODEL_REPOSITORY
 from serving.batching import join_items, run_batch, run_requests, split_batch
 from serving.configs import CPU_CONFIG_NAME
-from serving.interfaces import LIPSYNC_INPUTS, SPEAKER_INPUTS, TTS_INPUTS, VC_INPUTS
+from serving.interfaces import ASR_INPUTS, LIPSYNC_INPUTS, SPEAKER_INPUTS, TTS_INPUTS, VC_INPUTS
 from serving.specs import Batch, Item, encode_texts, text_inputs
 from serving.triton import c_order
 from tests.fixtures.servers import TritonFactory, batch_statistics
 
 #: The weight-free reference engines: every one must load on a CPU-only Triton.
-REFERENCE_MODELS = ("tts_espeak", "vc_world", "lipsync_mouthwarp", "speaker_encoder")
+REFERENCE_MODELS = ("tts_espeak", "vc_world", "lipsync_mouthwarp", "speaker_encoder", "asr")
 #: Requests sent at once: enough that the dynamic batcher has something to group.
 CONCURRENT_REQUESTS = 8
 #: How long Triton's counters may lag the responses a client already holds.
@@ -157,6 +157,18 @@ def speaker_requests(speech: list[np.ndarray], face: np.ndarray) -> list[Batch]:
     return requests
 
 
+def asr_requests(speech: list[np.ndarray], face: np.ndarray) -> list[Batch]:
+    """Every phrase (cut to :data:`MAX_WAVE_S`) to the English recogniser, one or two per request."""
+    waves = [w[: int(MAX_WAVE_S * RATE)] for w in speech]
+    requests = []
+    for i in range(CONCURRENT_REQUESTS):
+        items = [{"WAVEFORM": waves[i], "SAMPLE_RATE": np.int32(RATE), "LANG": "en"}]
+        if i % 3 == 1:
+            items.append({**items[0], "WAVEFORM": waves[(i + 1) % len(waves)]})
+        requests.append(join_items(items, ASR_INPUTS))
+    return requests
+
+
 def lipsync_requests(speech: list[np.ndarray], face: np.ndarray) -> list[Batch]:
     """A few frames of a real face with the matching span of speech, 3 to 10 frames long."""
     requests = []
@@ -176,6 +188,7 @@ REQUESTS: dict[str, Callable[[list[np.ndarray], np.ndarray], list[Batch]]] = {
     "vc_world": vc_requests,
     "speaker_encoder": speaker_requests,
     "lipsync_mouthwarp": lipsync_requests,
+    "asr": asr_requests,
 }
 
 

@@ -4,8 +4,9 @@ Measures the delivered files, not the pipeline's intentions: the output video's
 duration and streams, speech in every subtitle slot and where it sits in time,
 clipping, loudness and true peak of the mix, the voice against each speaker's
 reference (after and before voice conversion, so the gain is visible), the lips
-in the *output* video against the dub per chunk, and, when an ASR model is
-configured, intelligibility. What needs a model goes through the inference
+in the *output* video against the dub per chunk, and intelligibility: each
+segment re-transcribed, after and before voice conversion (English ships; other
+languages when a recogniser is configured). What needs a model goes through the inference
 client (``speaker_encoder``, ``av_sync``, ``asr``); the rest is
 :mod:`handlers.quality.signals`.
 """
@@ -41,14 +42,15 @@ from handlers.quality.signals import (
     true_peak_dbfs,
     waveform_series,
 )
-from handlers.quality.text import edit_distance, error_metric, tokens
+from handlers.quality.text import edit_distance, error_metric, normalize_for_scoring, tokens
 from handlers.runtime.frames import audio_for_frames, window_frame_range
 from handlers.runtime.inference import InferenceClient
-from handlers.runtime.media import iter_frames, probe
+from handlers.runtime.media import MediaInfo, channel_names, default_layout, iter_frames, probe, soundtrack_layout
 from handlers.runtime.mix import loudness_profile
 from handlers.runtime.settings import Settings
+from handlers.runtime.subtitles import language_tag
 from schemas.errors import InputError
-from serving.interfaces import ASR, AV_SYNC, SPEAKER
+from serving.interfaces import ASR, ASR_SHIPPED_LANGUAGE, AV_SYNC, SPEAKER
 from serving.specs import scalar
 
 SPEAKER_MODEL = "speaker_encoder"
@@ -90,15 +92,14 @@ async def measure_job(media: JobMedia, inference: InferenceClient, settings: Set
         segment_timings, media.dub, media.rate, manifest["segments"], media.fits, duration,
         settings.qc_timing_tolerance_s,
     )
-    loudness, series = await asyncio.to_thread(_levels, media)
+    loudness, series = await asyncio.to_thread(_levels, media, _mix_channels(media.mix, info))
     speakers = await measure_speakers(inference, timing, media)
     sync = await measure_sync(inference, media, fps, settings.lipsync_frames_per_call, settings.qc_av_search_ms / 1000)
     intelligibility = await measure_intelligibility(inference, settings, timing, media)
     return Measurements(
         source_duration_s=duration,
         fps=fps,
-        output=OutputInfo(duration_s=info.duration_s, has_video=info.has_video, has_audio=info.has_audio,
-                          video_codec=info.video_codec, audio_codec=info.audio_codec),
+        output=_output_info(info, manifest),
         segments=timing,
         loudness=loudness,
         speakers=speakers,
@@ -108,8 +109,29 @@ async def measure_job(media: JobMedia, inference: InferenceClient, settings: Set
     )
 
 
-def _levels(media: JobMedia) -> tuple[LoudnessStats, dict[str, Any]]:
-    mix_lufs, momentary = loudness_profile(media.mix, media.mix_rate)
+def _output_info(info: MediaInfo, manifest: dict[str, Any]) -> OutputInfo:
+    """The delivered file's streams, and the soundtrack and subtitle track the job should have given it."""
+    source = manifest["media"]
+    recorded = "audio_layout" in source  # manifests from before the layout was kept: mono, no track
+    return OutputInfo(
+        duration_s=info.duration_s, has_video=info.has_video, has_audio=info.has_audio,
+        video_codec=info.video_codec, audio_codec=info.audio_codec, audio_layout=info.audio_layout,
+        audio_rate=info.audio_rate, subtitle_codec=info.subtitle_codec, subtitle_language=info.subtitle_language,
+        expected_audio_layout=soundtrack_layout(source["audio_layout"], source["audio_channels"]) if recorded else None,
+        expected_subtitle_language=language_tag(manifest["target_lang"]) if recorded else None,
+    )
+
+
+def _mix_channels(mix: np.ndarray, info: MediaInfo) -> tuple[str, ...]:
+    """The mix's channel names: the delivered soundtrack's layout, as the viewer's player routes it."""
+    width = 1 if mix.ndim == 1 else mix.shape[1]
+    layout = info.audio_layout if info.audio_layout is not None and info.audio_channels == width else None
+    return channel_names(layout or default_layout(width))
+
+
+def _levels(media: JobMedia, channels: tuple[str, ...]) -> tuple[LoudnessStats, dict[str, Any]]:
+    """Loudness (BS.1770 over the mix's channels), peaks and clipping of the mix and the dub track."""
+    mix_lufs, momentary = loudness_profile(media.mix, media.mix_rate, channels)
     dub_lufs, _ = loudness_profile(media.dub, media.rate)
     stats = LoudnessStats(
         mix_lufs=mix_lufs,
@@ -212,46 +234,91 @@ async def measure_sync(inference: InferenceClient, media: JobMedia, fps: float, 
     return results
 
 
-def check_asr_path(settings: Settings) -> Path | None:
-    """The configured ASR model path, or ``None``; a path that does not exist is an error."""
-    path = settings.qc_asr_model_path
-    if path is None:
-        return None
-    if not Path(path).exists():
+def asr_languages(settings: Settings) -> frozenset[str]:
+    """Languages the served ``asr`` model recognises with these settings.
+
+    English ships (the PocketSphinx wheel's model); every subfolder of
+    ``POLYDUB_QC_ASR_MODELS_DIR`` adds its language. A folder that does not exist is an
+    error, so a misconfigured deployment stops at start, not on a job an hour later.
+    """
+    folder = settings.qc_asr_models_dir
+    if folder is None:
+        return frozenset({ASR_SHIPPED_LANGUAGE})
+    if not Path(folder).is_dir():
         raise InputError(
-            f"POLYDUB_QC_ASR_MODEL_PATH is {path}, which does not exist",
-            "point it at the ASR checkpoint served as model `asr`, or unset it to skip the intelligibility check",
+            f"POLYDUB_QC_ASR_MODELS_DIR is {folder}, which is not a folder",
+            "point it at a folder with one PocketSphinx model per language code (ko/, ja/, zh/), "
+            "or unset it to measure English only",
         )
-    return Path(path)
+    return frozenset({ASR_SHIPPED_LANGUAGE} | {p.name for p in Path(folder).iterdir() if p.is_dir()})
+
+
+def _segment_span(seg: SegmentTiming) -> tuple[float, float]:
+    """Where a segment's speech is (its slot when none was found)."""
+    if seg.speech_start_s is not None and seg.speech_end_s is not None:
+        return seg.speech_start_s, seg.speech_end_s
+    return seg.slot_start_s, seg.slot_end_s
+
+
+async def _transcribe(inference: InferenceClient, track: np.ndarray, rate: int, timing: list[SegmentTiming],
+                      lang: str) -> list[str]:
+    """What the ``asr`` model hears in each segment's span of ``track``."""
+    clips = [_speech_of(track, rate, [_segment_span(s)]) for s in timing]
+    parts = [clips[begin: begin + ASR_SEGMENTS_PER_CALL] for begin in range(0, len(clips), ASR_SEGMENTS_PER_CALL)]
+    outs = await asyncio.gather(*(inference.infer_items(ASR_MODEL, ASR, [
+        {"WAVEFORM": clip, "SAMPLE_RATE": np.int32(rate), "LANG": lang} for clip in part]) for part in parts))
+    return [str(scalar(item, "TEXT")) for out in outs for item in out]
+
+
+def _corpus_rate(edits: list[int], lengths: list[int]) -> float:
+    """All edits over all reference tokens: short segments weigh as little as they say."""
+    total = sum(lengths)
+    return sum(edits) / total if total else 0.0
+
+
+def _segment_rate(distance: int, ref: list[str], hyp: list[str]) -> float:
+    return distance / len(ref) if ref else float(bool(hyp))
 
 
 async def measure_intelligibility(inference: InferenceClient, settings: Settings, timing: list[SegmentTiming],
                                   media: JobMedia) -> Intelligibility:
-    """Re-transcribe each segment's dub with the served ``asr`` model; WER (en) or CER (ko, ja, zh).
+    """Re-transcribe each segment of the delivered dub, and of the speech before voice conversion,
+    with the served ``asr`` model; WER (en) or CER (ko, ja, zh) against the subtitles.
 
-    The job's rate is corpus-level (all edits over all reference tokens), so short
-    segments do not weigh as much as long ones.
+    Both tracks are cut at the segment spans measured on the delivered dub (conversion keeps
+    the timing), so the two rates differ only by what conversion did to the words. The
+    job's rates are corpus-level (all edits over all reference tokens).
     """
-    if check_asr_path(settings) is None:
-        return Intelligibility(measured=False, reason="skipped: no ASR model configured")
     lang = media.manifest["target_lang"]
+    if not settings.qc_asr:
+        return Intelligibility(measured=False, reason="skipped: POLYDUB_QC_ASR is off")
+    if lang not in asr_languages(settings):
+        return Intelligibility(
+            measured=False,
+            reason=f"skipped: no speech recogniser ships for {lang} (the shipped one is English); set "
+                   f"POLYDUB_QC_ASR_MODELS_DIR to a folder with a PocketSphinx model for {lang} in {lang}/",
+        )
     texts = {s["index"]: s["text"] for s in media.manifest["segments"]}
-    clips = [_speech_of(media.dub, media.rate, [(s.speech_start_s, s.speech_end_s)
-                                                  if s.speech_start_s is not None and s.speech_end_s is not None
-                                                  else (s.slot_start_s, s.slot_end_s)]) for s in timing]
-    heard: list[str] = []
-    for begin in range(0, len(clips), ASR_SEGMENTS_PER_CALL):
-        part = clips[begin: begin + ASR_SEGMENTS_PER_CALL]
-        out = await inference.infer_items(ASR_MODEL, ASR, [
-            {"WAVEFORM": clip, "SAMPLE_RATE": np.int32(media.rate), "LANG": lang} for clip in part])
-        heard += [str(scalar(item, "TEXT")) for item in out]
-    segments, edits, total = [], 0, 0
-    for seg, hypothesis in zip(timing, heard):
+    heard = await _transcribe(inference, media.dub, media.rate, timing, lang)
+    heard_before = (None if media.dub_before is None
+                    else await _transcribe(inference, media.dub_before, media.rate, timing, lang))
+    segments, edits, edits_before, lengths = [], [], [], []
+    for i, (seg, hypothesis) in enumerate(zip(timing, heard)):
         ref, hyp = tokens(texts[seg.index], lang), tokens(hypothesis, lang)
         distance = edit_distance(ref, hyp)
-        edits, total = edits + distance, total + len(ref)
-        segments.append(SegmentTranscript(seg.index, texts[seg.index], hypothesis,
-                                          distance / len(ref) if ref else float(bool(hyp))))
+        edits.append(distance)
+        lengths.append(len(ref))
+        row = SegmentTranscript(seg.index, texts[seg.index], normalize_for_scoring(texts[seg.index], lang),
+                                hypothesis, _segment_rate(distance, ref, hyp))
+        if heard_before is not None:
+            hyp_before = tokens(heard_before[i], lang)
+            distance_before = edit_distance(ref, hyp_before)
+            edits_before.append(distance_before)
+            row.hypothesis_before = heard_before[i]
+            row.error_rate_before = _segment_rate(distance_before, ref, hyp_before)
+        segments.append(row)
     metric = error_metric(lang)
-    return Intelligibility(measured=True, reason=f"{metric} by {ASR_MODEL}", metric=metric,
-                           error_rate=edits / total if total else 0.0, segments=segments)
+    return Intelligibility(measured=True, reason=f"{metric} by {ASR_MODEL} ({lang})", metric=metric,
+                           error_rate=_corpus_rate(edits, lengths),
+                           error_rate_before=None if heard_before is None else _corpus_rate(edits_before, lengths),
+                           segments=segments)

@@ -60,31 +60,55 @@ class ChunkSync:
 
 @dataclass
 class OutputInfo:
-    """What the delivered file holds."""
+    """What the delivered file holds, and (``expected_*``) what it should hold where the job says.
+
+    The expectations are ``None`` for jobs whose manifest predates recording the source's
+    channel layout (their output was mono, without a subtitle track).
+    """
 
     duration_s: float
     has_video: bool
     has_audio: bool
     video_codec: str | None
     audio_codec: str | None
+    audio_layout: str | None = None
+    audio_rate: int | None = None
+    subtitle_codec: str | None = None
+    subtitle_language: str | None = None
+    expected_audio_layout: str | None = None
+    expected_subtitle_language: str | None = None
 
 
 @dataclass
 class SegmentTranscript:
+    """One segment re-transcribed: the subtitle, what was heard in the delivered dub and before VC.
+
+    ``scored`` is the subtitle as scored (read aloud, case and punctuation dropped); the
+    ``*_before`` fields are ``None`` when the job had no voice conversion.
+    """
+
     index: int
     reference: str
+    scored: str
     hypothesis: str
     error_rate: float
+    hypothesis_before: str | None = None
+    error_rate_before: float | None = None
 
 
 @dataclass
 class Intelligibility:
-    """Re-transcription of the dub against the subtitles, or why it was skipped."""
+    """Re-transcription of the dub against the subtitles, or why it was skipped.
+
+    ``error_rate`` is the delivered dub's (after voice conversion), ``error_rate_before``
+    the synthesised speech's (``None`` without voice conversion); both corpus-level.
+    """
 
     measured: bool
     reason: str
     metric: str = ""
     error_rate: float | None = None
+    error_rate_before: float | None = None
     segments: list[SegmentTranscript] = field(default_factory=list)
 
 

@@ -358,13 +358,32 @@ def _loudness_table(report: dict[str, Any]) -> str:
 
 
 def _intelligibility(report: dict[str, Any]) -> str:
+    """Each segment's subtitle and what the recogniser heard, before and after voice conversion."""
     i = report["intelligibility"]
     if not i["measured"]:
-        return f"<p>{_e(i['reason'])}. Set <code>POLYDUB_QC_ASR_MODEL_PATH</code> to enable it.</p>"
-    rows = "".join(f'<tr><td>{s["index"]}</td><td>{_e(s["reference"])}</td><td>{_e(s["hypothesis"])}</td>'
-                   f'<td class="num">{s["error_rate"]:.1%}</td></tr>' for s in i["segments"])
-    return (f'<p>{_e(i["metric"].upper())} of the job: <b>{i["error_rate"]:.1%}</b></p>'
-            "<table><tr><th>#</th><th>subtitle</th><th>heard</th><th>error</th></tr>" + rows + "</table>")
+        return f"<p>{_e(i['reason'])}.</p>"
+    t = report["thresholds"]
+    metric = _e(i["metric"].upper())
+    before = i.get("error_rate_before")
+    summary = f"{metric} of the delivered dub: <b>{i['error_rate']:.1%}</b>"
+    if before is not None:
+        summary += (f" · before voice conversion: <b>{before:.1%}</b> · change "
+                    f"<b>{100 * (i['error_rate'] - before):+.1f} points</b> "
+                    f"(limit +{100 * t['max_wer_increase']:.0f})")
+    summary += f" · limit {t['max_wer']:.0%} each"
+    head = "<tr><th>#</th><th>subtitle</th><th>scored as</th>"
+    head += "<th>heard before VC</th><th>error</th>" if before is not None else ""
+    head += "<th>heard in the dub</th><th>error</th></tr>"
+    rows = []
+    for s in i["segments"]:
+        bad = s["error_rate"] > t["max_wer"] or (s.get("error_rate_before") or 0.0) > t["max_wer"]
+        cells = f'<td>{s["index"]}</td><td>{_e(s["reference"])}</td><td>{_e(s["scored"])}</td>'
+        if before is not None:
+            cells += (f'<td>{_e(s.get("hypothesis_before") or "")}</td>'
+                      f'<td class="num">{_fmt(s.get("error_rate_before"), ".0%")}</td>')
+        cells += f'<td>{_e(s["hypothesis"])}</td><td class="num">{s["error_rate"]:.0%}</td>'
+        rows.append(f'<tr class="{"bad" if bad else ""}">{cells}</tr>')
+    return f"<p>{summary}</p><table>{head}{''.join(rows)}</table>"
 
 
 def render_html(report: dict[str, Any]) -> str:

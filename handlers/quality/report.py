@@ -44,6 +44,10 @@ def build_report(job_id: str, manifest: dict[str, Any], m: Measurements, checks:
             "fps": m.fps,
             "video_codec": m.output.video_codec,
             "audio_codec": m.output.audio_codec,
+            "audio_layout": m.output.audio_layout,
+            "audio_rate": m.output.audio_rate,
+            "subtitle_codec": m.output.subtitle_codec,
+            "subtitle_language": m.output.subtitle_language,
         },
         "loudness": asdict(m.loudness) | {"target_lufs": thresholds.loudness_target_lufs},
         "segments": [asdict(s) | {"text": manifest["segments"][s.index]["text"]} for s in m.segments],
@@ -60,7 +64,8 @@ def load_report(store: ObjectStore, job_id: str) -> dict[str, Any]:
     """A job's ``qc.json`` from the store, with plot series recomputed from ``mix.wav`` if absent."""
     import orjson
 
-    from handlers.runtime.wav import decode_wav, mono
+    from handlers.runtime.media import channel_names, default_layout
+    from handlers.runtime.wav import decode_wav
 
     try:
         report = orjson.loads(store.get_bytes(keys.qc_key(job_id)))
@@ -73,8 +78,9 @@ def load_report(store: ObjectStore, job_id: str) -> dict[str, Any]:
                              "rerun the job to measure it again")
         key = keys.output_key(job_id, "mix.wav")
         audio, rate = decode_wav(store.get_bytes(key), store.uri(key))
-        audio = mono(audio)
-        _, momentary = loudness_profile(audio, rate)
+        # The mix is in its soundtrack's layout; a WAV only says how many channels.
+        width = 1 if audio.ndim == 1 else audio.shape[1]
+        _, momentary = loudness_profile(audio, rate, channel_names(default_layout(width)))
         report["series"] = {"waveform": waveform_series(audio, rate), "loudness": loudness_series(momentary)}
     return report
 

@@ -129,8 +129,11 @@ def clipped_samples(audio: np.ndarray) -> int:
     above 1.0 is an over that normalisation later removes, not a clip, while clipping that
     happened upstream and was scaled down afterwards (as loudness normalisation does)
     sits below 1.0. What clipping always leaves is a run of identical crest values, which
-    natural float audio practically never repeats.
+    natural float audio practically never repeats. ``(samples, channels)`` audio is
+    counted channel by channel (a run lies along one channel's time axis).
     """
+    if np.ndim(audio) == 2:
+        return sum(clipped_samples(np.asarray(audio)[:, c]) for c in range(np.shape(audio)[1]))
     x = np.abs(np.asarray(audio, dtype=np.float32).reshape(-1))
     if x.size < FLAT_TOP_RUN:
         return 0
@@ -156,7 +159,13 @@ def peak_dbfs(audio: np.ndarray) -> float:
 
 
 def true_peak_dbfs(audio: np.ndarray, oversample: int = TRUE_PEAK_OVERSAMPLE) -> float:
-    """Peak of the signal oversampled ``oversample`` times, in dBTP (-inf for silence)."""
+    """Peak of the signal oversampled ``oversample`` times, in dBTP (-inf for silence).
+
+    ``(samples, channels)`` audio: the highest channel's (each oversampled on its own).
+    """
+    if np.ndim(audio) == 2:
+        return max((true_peak_dbfs(np.asarray(audio)[:, c], oversample) for c in range(np.shape(audio)[1])),
+                   default=float("-inf"))
     x = np.asarray(audio, dtype=np.float64).reshape(-1)
     peak = 0.0
     for begin in range(0, x.size, TRUE_PEAK_BLOCK):
@@ -169,15 +178,22 @@ def true_peak_dbfs(audio: np.ndarray, oversample: int = TRUE_PEAK_OVERSAMPLE) ->
 
 
 def waveform_series(audio: np.ndarray, rate: int, points: int = SERIES_POINTS) -> dict[str, Any]:
-    """Min and max per bucket, enough to draw the waveform at report resolution."""
+    """Min and max per bucket, enough to draw the waveform at report resolution.
+
+    ``(samples, channels)`` audio is drawn as the envelope of all its channels.
+    """
     x = np.asarray(audio, dtype=np.float32)
-    n = max(1, min(points, x.size))
-    bucket = max(1, x.size // n)
-    usable = x[: bucket * n].reshape(n, bucket) if x.size >= n else x.reshape(-1, 1)
+    low, high = (x.min(axis=1), x.max(axis=1)) if x.ndim == 2 else (x, x)
+    n = max(1, min(points, low.size))
+    bucket = max(1, low.size // n)
+
+    def buckets(v: np.ndarray) -> np.ndarray:
+        return v[: bucket * n].reshape(n, bucket) if v.size >= n else v.reshape(-1, 1)
+
     return {
         "hop_s": bucket / rate,
-        "min": np.round(usable.min(axis=1), 4).tolist(),
-        "max": np.round(usable.max(axis=1), 4).tolist(),
+        "min": np.round(buckets(low).min(axis=1), 4).tolist(),
+        "max": np.round(buckets(high).max(axis=1), 4).tolist(),
     }
 
 

@@ -35,7 +35,8 @@ class Thresholds:
     av_search_s: float
     av_min_correlation: float
     av_gates: bool
-    asr_max_error_rate: float
+    max_wer: float
+    max_wer_increase: float
 
     @classmethod
     def for_job(cls, settings: Settings, engines: dict[str, str]) -> Thresholds:
@@ -46,6 +47,13 @@ class Thresholds:
         voice conversion and without a cloning TTS the dub keeps the TTS voice by the
         user's choice, so similarity is reported but only warns. Without lip sync the
         output shows the source's lips, so AV sync only warns too.
+
+        Intelligibility gates for every engine set: a dub the audience cannot follow is
+        not deliverable whichever engines made it, and neither the reference engines
+        nor neural ones are excused from saying the subtitle's words. The loss from
+        voice conversion gates whenever conversion runs, for the same reason: a reference
+        converter gets a lower similarity floor because GE2E cannot rate it higher, not
+        licence to garble words.
         """
         engine_set = voice_engine_set(engines)
         vc = engines.get("vc", "none")
@@ -68,7 +76,8 @@ class Thresholds:
             av_search_s=settings.qc_av_search_ms / 1000.0,
             av_min_correlation=settings.qc_av_min_correlation,
             av_gates=engines.get("lipsync", "none") != "none",
-            asr_max_error_rate=settings.qc_asr_max_error_rate,
+            max_wer=settings.qc_max_wer,
+            max_wer_increase=settings.qc_max_wer_increase,
         )
 
 

@@ -28,6 +28,19 @@ Time conventions
   ``pts = k`` in ``1/rate``. Audio is padded or trimmed to the target duration,
   so a written file's streams end within one frame of each other.
 
+Soundtrack
+----------
+The dubbed file keeps the source's channels: :func:`soundtrack_layout` names
+the AAC layout that carries the source's (side surrounds become back ones,
+which AAC does not tell apart) and refuses layouts the MP4 cannot carry, and
+:func:`soundtrack_rate` keeps the source's rate from 44.1 kHz up (full audio
+bandwidth), writing lower rates at a full-band fallback. Multichannel audio is
+``(samples, channels)`` in the layout's channel order, as in WAV files.
+
+Subtitles: :func:`encode_mp4` and :func:`mux_audio` can add the cues as a soft
+``mov_text`` track (3GPP timed text, what MP4 players list as a subtitle
+track) tagged with an ISO 639-2 language.
+
 Streaming: :func:`iter_frames`, :func:`encode_mp4` and :func:`mux_audio` hold
 one frame (plus the codec's own look-ahead) at a time, whatever the length of
 the video. Writes are atomic: a file is written under a temporary name beside
@@ -40,7 +53,7 @@ import logging
 import math
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -52,10 +65,12 @@ import numpy as np
 from av.audio.stream import AudioStream
 from av.container import InputContainer, OutputContainer
 from av.stream import Disposition
+from av.subtitles.subtitle import SubtitleSet
 from av.video.reformatter import ColorRange, Colorspace
 from av.video.stream import VideoStream
 
 from engines.dsp import fit_length, resample
+from handlers.runtime.subtitles import Segment, cue_lines
 from schemas.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -79,7 +94,53 @@ AAC_SAMPLE_RATES = frozenset(
     {8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000}
 )
 FALLBACK_AAC_RATE = 48000
-AAC_BIT_RATE = 192_000
+# AAC bit rate per channel: 192 kb/s for stereo, 576 kb/s for 5.1, well clear of
+# audible coding artefacts with FFmpeg's native encoder.
+AAC_BIT_RATE_PER_CHANNEL = 96_000
+# The output soundtrack's lowest rate: 44.1 kHz carries the whole audible band; a
+# source below it is written at the fallback rate the caller gives.
+MIN_SOUNDTRACK_RATE = 44_100
+# Source layout -> the layout the output's AAC track carries it in. AAC's channel
+# configurations (ISO 14496-3) know "surround" channels, not side vs back ones, and
+# FFmpeg reads an AAC track written as 5.1(side) back as six unordered channels; so
+# side layouts go out as their back twins, which players route to the same speakers.
+# Wider layouts (6.1, 7.1) are refused: PyAV 18's planar frames break at eight
+# channels (AudioFrame.from_ndarray raises, filling the planes by hand crashed), and
+# the AAC track would need its own channel-element plan for them.
+_SOUNDTRACK_LAYOUTS = {
+    "mono": "mono",
+    "stereo": "stereo",
+    "2.1": "2.1",
+    "3.0": "3.0",
+    "4.0": "4.0",
+    "quad": "quad",
+    "quad(side)": "quad",
+    "5.0": "5.0",
+    "5.0(side)": "5.0",
+    "5.1": "5.1",
+    "5.1(side)": "5.1",
+}
+# The channel name FFmpeg gives a channel whose position a file does not state.
+_UNKNOWN_CHANNEL = "NONE"
+# Soft subtitles: cue times in milliseconds, and the ASS header FFmpeg's mov_text
+# encoder needs to open (it takes the default text style from it): white text,
+# bottom centre, the script resolution FFmpeg itself defaults to.
+SUBTITLE_TIME_BASE = Fraction(1, 1000)
+SUBTITLE_CODEC = "mov_text"
+UNDETERMINED_LANGUAGE = "und"
+_ASS_HEADER = (
+    "[Script Info]\r\nScriptType: v4.00+\r\nPlayResX: 384\r\nPlayResY: 288\r\n\r\n"
+    "[V4+ Styles]\r\n"
+    "Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, "
+    "Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, "
+    "MarginL, MarginR, MarginV, Encoding\r\n"
+    "Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0\r\n\r\n"
+    "[Events]\r\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\r\n"
+).encode("ascii")
+# An ASS dialogue line up to its text (ReadOrder, Layer, Style, Name, margins, Effect),
+# the form FFmpeg's text subtitle encoders take; "\\N" is ASS's line break.
+_ASS_DIALOGUE_PREFIX = "0,0,Default,,0,0,0,,"
+_ASS_LINE_BREAK = "\\N"
 # x264 quality: CRF 18 is visually transparent for most material, which is what
 # a re-encode of someone's video must be; "medium" is x264's own default speed.
 DEFAULT_CRF = 18
@@ -124,6 +185,12 @@ class MediaInfo:
     audio_channels: int | None
     video_codec: str | None
     audio_codec: str | None
+    #: FFmpeg's name of the audio channel layout ("stereo", "5.1(side)", ...); ``None``
+    #: when the file gives a channel count but not the channels' positions.
+    audio_layout: str | None = None
+    #: The first subtitle stream's codec and language tag, if the file has one.
+    subtitle_codec: str | None = None
+    subtitle_language: str | None = None
 
 
 # --- opening files -------------------------------------------------------------
@@ -176,6 +243,14 @@ def _video_stream(container: InputContainer) -> VideoStream | None:
 
 def _audio_stream(container: InputContainer) -> AudioStream | None:
     return container.streams.audio[0] if container.streams.audio else None
+
+
+def _layout_name(stream: AudioStream) -> str | None:
+    """The stream's channel layout name, ``None`` when its channels' positions are unstated."""
+    layout = stream.layout
+    if not layout.channels or any(ch.name == _UNKNOWN_CHANNEL for ch in layout.channels):
+        return None
+    return str(layout.name)
 
 
 def _origin_s(container: InputContainer) -> float:
@@ -262,6 +337,7 @@ def probe(path: PathLike) -> MediaInfo:
                 video_span = video_end - origin if video_end is not None else duration
                 n_frames = round(video_span * fps)
 
+        subtitles = container.streams.subtitles[0] if container.streams.subtitles else None
         return MediaInfo(
             duration_s=duration,
             has_video=video is not None,
@@ -275,7 +351,55 @@ def probe(path: PathLike) -> MediaInfo:
             audio_channels=audio.codec_context.channels if audio is not None else None,
             video_codec=video_codec,
             audio_codec=audio.codec_context.name if audio is not None else None,
+            audio_layout=_layout_name(audio) if audio is not None else None,
+            subtitle_codec=subtitles.codec_context.name if subtitles is not None else None,
+            subtitle_language=subtitles.metadata.get("language") if subtitles is not None else None,
         )
+
+
+# --- the output soundtrack -------------------------------------------------------
+
+
+def soundtrack_layout(layout: str | None, channels: int) -> str:
+    """The layout the dubbed file's soundtrack has for a source in ``layout`` with ``channels``.
+
+    A source that gives only a channel count (``layout`` ``None``) is read the way
+    FFmpeg reads it, in the default layout for that count. Raises
+    :class:`InputError` for layouts the output's AAC track cannot carry, before any
+    work is done on the job.
+    """
+    named = layout if layout is not None else default_layout(channels)
+    out = _SOUNDTRACK_LAYOUTS.get(named)
+    if out is None:
+        shown = named if layout is not None else f"{channels} unlabelled channels"
+        raise InputError(
+            f"the soundtrack's channel layout ({shown}) cannot be carried by the dubbed MP4's AAC track "
+            f"(it carries {', '.join(sorted(set(_SOUNDTRACK_LAYOUTS.values())))})",
+            "remix the soundtrack to 5.1 or stereo first (e.g. `ffmpeg -i IN -c:v copy -ac 6 OUT.mp4`)",
+        )
+    return out
+
+
+def soundtrack_rate(rate: int, fallback_rate: int) -> int:
+    """The dubbed soundtrack's sample rate: the source's from 44.1 kHz up, else ``fallback_rate``.
+
+    Why not always the source's: below :data:`MIN_SOUNDTRACK_RATE` (a 22.05 or
+    32 kHz track) the band is cut short, and the dub and any restored background
+    deserve the full band. Rates AAC cannot signal also take the fallback.
+    """
+    if rate >= MIN_SOUNDTRACK_RATE and rate in AAC_SAMPLE_RATES:
+        return rate
+    return fallback_rate
+
+
+def channel_names(layout: str) -> tuple[str, ...]:
+    """FFmpeg's names of ``layout``'s channels in order: ``("FL", "FR", "FC", "LFE", "BL", "BR")`` for 5.1."""
+    return tuple(str(ch.name) for ch in av.AudioLayout(layout).channels)
+
+
+def default_layout(channels: int) -> str:
+    """FFmpeg's layout for a bare channel count (1 mono, 2 stereo, 6 5.1, ...)."""
+    return str(av.AudioLayout(f"{channels}c").name)
 
 
 # --- audio ---------------------------------------------------------------------
@@ -295,12 +419,22 @@ def _seek(container: InputContainer, stream: av.stream.Stream, time_s: float) ->
 
 
 def decode_audio(
-    path: PathLike, rate: int, start_s: float = 0.0, end_s: float | None = None
+    path: PathLike,
+    rate: int,
+    start_s: float = 0.0,
+    end_s: float | None = None,
+    *,
+    layout: str | None = None,
 ) -> np.ndarray:
-    """Decode ``[start_s, end_s)`` of the first audio stream as mono float32 at ``rate``.
+    """Decode ``[start_s, end_s)`` of the first audio stream as float32 at ``rate``.
 
-    Channels are averaged (wider layouts through FFmpeg's downmix to stereo
-    first) and the rate converted by FFmpeg's resampler. For a
+    Without ``layout`` the result is mono ``(samples,)``, what speech analysis
+    wants: channels are averaged (wider layouts through FFmpeg's downmix to
+    stereo first). With ``layout`` (an FFmpeg layout name, e.g. from
+    :func:`soundtrack_layout`) it is ``(samples, channels)`` in that layout's
+    channel order, FFmpeg's resampler routing each source channel to its place
+    (side surrounds onto back ones, unlabelled channels in the default order).
+    The rate is converted by FFmpeg's resampler. For a
     range the file is seeked, not decoded from the start, so reading one chunk
     of a long video costs the chunk, not the video.
 
@@ -332,15 +466,18 @@ def decode_audio(
 
         if start_s > AUDIO_SEEK_PREROLL_S:
             _seek(container, stream, origin + start_s - AUDIO_SEEK_PREROLL_S)
-        # Keep mono and stereo as they are and average the channels below:
+        # For mono, keep mono and stereo as they are and average the channels below:
         # FFmpeg's own stereo->mono matrix scales by 1/sqrt(2) per channel, so
         # a loud centred voice would come out 3 dB hot and clip. Wider layouts
         # go through FFmpeg's standard downmix to stereo first (centre, LFE and
-        # surround weights that a plain mean would get wrong).
-        channels = stream.codec_context.channels
-        layout = None if channels <= _STEREO else "stereo"
-        resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
-        pieces: list[tuple[int, np.ndarray]] = []  # (first sample index, samples)
+        # surround weights that a plain mean would get wrong). A requested
+        # layout goes to the resampler as it is.
+        to_mono = layout is None
+        target = layout
+        if to_mono and stream.codec_context.channels > _STEREO:
+            target = "stereo"
+        resampler = av.AudioResampler(format="fltp", layout=target, rate=rate)
+        pieces: list[tuple[int, np.ndarray]] = []  # (first sample index, (channels, samples))
         cursor: int | None = None  # next sample index, for frames without pts
 
         def place(frames: list[av.AudioFrame]) -> bool:
@@ -351,14 +488,17 @@ def decode_audio(
                     at = round((frame.pts * frame.time_base - origin) * rate)
                 else:
                     at = cursor if cursor is not None else 0
-                samples = frame.to_ndarray().mean(axis=0, dtype=np.float32)
-                cursor = at + samples.size
+                samples = frame.to_ndarray().astype(np.float32, copy=False)
+                if to_mono:
+                    samples = samples.mean(axis=0, keepdims=True, dtype=np.float32)
+                n = samples.shape[1]
+                cursor = at + n
                 if keep_until is not None and at >= keep_until:
                     return False
                 lo = max(first - at, 0)
-                hi = samples.size if keep_until is None else min(samples.size, keep_until - at)
+                hi = n if keep_until is None else min(n, keep_until - at)
                 if hi > lo:
-                    pieces.append((at + lo, samples[lo:hi]))
+                    pieces.append((at + lo, samples[:, lo:hi]))
             return True
 
         for decoded in container.decode(stream):
@@ -368,11 +508,12 @@ def decode_audio(
             place(resampler.resample(None))
 
     if last is None:
-        last = max((at + piece.size for at, piece in pieces), default=first)
-    out = np.zeros(max(last - first, 0), dtype=np.float32)
+        last = max((at + piece.shape[1] for at, piece in pieces), default=first)
+    width = 1 if layout is None else av.AudioLayout(layout).nb_channels
+    out = np.zeros((width, max(last - first, 0)), dtype=np.float32)
     for at, piece in pieces:
-        out[at - first : at - first + piece.size] = piece
-    return out
+        out[:, at - first : at - first + piece.shape[1]] = piece
+    return out[0] if to_mono else np.ascontiguousarray(out.T)
 
 
 # --- video frames --------------------------------------------------------------
@@ -516,21 +657,23 @@ def _as_channels_first(audio: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def _layout_for(channels: int) -> av.AudioLayout:
-    """FFmpeg's default layout for a channel count (1 mono, 2 stereo, 6 5.1, ...)."""
-    return av.AudioLayout(f"{channels}c")
-
-
 class _AudioTrack:
     """AAC encoding of an in-memory signal, fed piecewise to interleave with video.
 
     The muxer interleaves by timestamp; feeding audio up to each video
     packet's time keeps its queue short and the file's audio and video close
-    together on disk, which players streaming the file need.
+    together on disk, which players streaming the file need. ``layout`` names
+    the channels' positions (FFmpeg's default for the count when not given).
     """
 
     def __init__(
-        self, output: OutputContainer, audio: np.ndarray, rate: int, duration_s: float
+        self,
+        output: OutputContainer,
+        audio: np.ndarray,
+        rate: int,
+        duration_s: float,
+        layout: str | None = None,
+        language: str | None = None,
     ) -> None:
         samples = _as_channels_first(audio)
         if rate not in AAC_SAMPLE_RATES:
@@ -538,10 +681,16 @@ class _AudioTrack:
             rate = FALLBACK_AAC_RATE
         self.samples = fit_length(samples, round(duration_s * rate))
         self.rate = rate
-        self.layout = _layout_for(self.samples.shape[0]).name
+        channels = self.samples.shape[0]
+        self.layout = layout if layout is not None else default_layout(channels)
+        if av.AudioLayout(self.layout).nb_channels != channels:
+            raise ValueError(f"audio has {channels} channels, but layout {self.layout} has "
+                             f"{av.AudioLayout(self.layout).nb_channels}")
         self.output = output
         self.stream = output.add_stream("aac", rate=rate, layout=self.layout)
-        self.stream.bit_rate = AAC_BIT_RATE
+        self.stream.bit_rate = AAC_BIT_RATE_PER_CHANNEL * channels
+        if language is not None:
+            self.stream.metadata["language"] = language
         self.written = 0
 
     def write_until(self, time_s: float) -> None:
@@ -561,6 +710,48 @@ class _AudioTrack:
     def finish(self) -> None:
         self.write_until(math.inf)
         self.output.mux(self.stream.encode(None))
+
+
+def _ass_dialogue(segment: Segment) -> bytes:
+    """A cue as the ASS dialogue line FFmpeg's text subtitle encoders take (its lines as the .srt shows them)."""
+    return (_ASS_DIALOGUE_PREFIX + _ASS_LINE_BREAK.join(cue_lines(segment))).encode("utf-8")
+
+
+class _SubtitleTrack:
+    """A soft ``mov_text`` subtitle stream, its cues muxed in time order beside the video.
+
+    Cues go in as the picture reaches them, like the audio, so the muxer's queue
+    holds one cue at a time. ``mov_text`` samples cannot overlap; the cues come
+    from validated subtitles, which never do.
+    """
+
+    def __init__(self, output: OutputContainer, segments: Sequence[Segment], language: str | None,
+                 duration_s: float) -> None:
+        self.output = output
+        self.stream = output.add_stream(SUBTITLE_CODEC)
+        self.stream.metadata["language"] = language or UNDETERMINED_LANGUAGE
+        context = self.stream.codec_context
+        context.subtitle_header = _ASS_HEADER
+        context.time_base = SUBTITLE_TIME_BASE
+        self.cues = sorted((s for s in segments if s.start_s < duration_s), key=lambda s: s.start_s)
+        self.duration_s = duration_s
+        self.written = 0
+
+    def write_until(self, time_s: float) -> None:
+        """Encode and mux the cues that start before ``time_s``."""
+        while self.written < len(self.cues) and self.cues[self.written].start_s < time_s:
+            cue = self.cues[self.written]
+            start = round(cue.start_s / SUBTITLE_TIME_BASE)
+            end = round(min(cue.end_s, self.duration_s) / SUBTITLE_TIME_BASE)
+            subtitle = SubtitleSet.create(text=_ass_dialogue(cue), start=0, end=end - start, pts=start)
+            packet = self.stream.codec_context.encode_subtitle(subtitle)
+            packet.stream = self.stream
+            packet.time_base = SUBTITLE_TIME_BASE
+            self.output.mux(packet)
+            self.written += 1
+
+    def finish(self) -> None:
+        self.write_until(math.inf)
 
 
 def _output_format(path: Path) -> str:
@@ -633,8 +824,11 @@ def encode_mp4(
     *,
     crf: int = DEFAULT_CRF,
     preset: str = DEFAULT_PRESET,
+    audio_layout: str | None = None,
+    language: str | None = None,
+    subtitles: Sequence[Segment] | None = None,
 ) -> Path:
-    """Write RGB frames (and optional audio) as H.264 + AAC, streaming the frames.
+    """Write RGB frames (and optional audio and soft subtitles) as H.264 + AAC, streaming the frames.
 
     ``frames`` may be any iterator of ``(H, W, 3)`` uint8 arrays; it is consumed
     one frame at a time and never held, so memory does not grow with length.
@@ -648,6 +842,10 @@ def encode_mp4(
     ``n_frames / fps``, which requires consuming the frames first only in the
     sense that the audio tail is written after the last frame. Either way the
     file's duration is within one frame of the target. Returns ``out_path``.
+
+    ``audio`` is ``(samples,)`` or ``(samples, channels)`` in ``audio_layout``
+    (FFmpeg's default for the channel count when not given). ``subtitles`` become
+    a ``mov_text`` track; ``language`` (ISO 639-2) tags it and the audio.
     """
     if (audio is None) != (audio_rate is None):
         raise ValueError("give audio and audio_rate together, or neither")
@@ -661,6 +859,7 @@ def encode_mp4(
         with output:
             video: VideoStream | None = None
             track: _AudioTrack | None = None
+            cues: _SubtitleTrack | None = None
             frame_count = 0
             for index, image in _frames_to_length(frames, n_frames):
                 _check_rgb(image, index)
@@ -671,7 +870,10 @@ def encode_mp4(
                         # Without duration_s the audio length is only known at the
                         # end; fit it to "everything" now and trim at finish.
                         target = duration_s if duration_s is not None else _audio_seconds(audio, audio_rate)
-                        track = _AudioTrack(output, audio, audio_rate, target)
+                        track = _AudioTrack(output, audio, audio_rate, target, audio_layout, language)
+                    if subtitles is not None:
+                        cues = _SubtitleTrack(output, subtitles, language,
+                                              duration_s if duration_s is not None else math.inf)
                 elif image.shape[:2] != (video.codec_context.height, video.codec_context.width):
                     raise ValueError(
                         f"frame {index} is {image.shape[1]}x{image.shape[0]}, but the video is "
@@ -681,12 +883,16 @@ def encode_mp4(
                 frame_count = index + 1
                 if track is not None:
                     track.write_until(float((index + 1) / rate))
+                if cues is not None:
+                    cues.write_until(float((index + 1) / rate))
             assert video is not None  # _frames_to_length raises on no frames
             output.mux(video.encode(None))
             if track is not None:
                 if duration_s is None:
                     track.samples = fit_length(track.samples, round(frame_count / rate * track.rate))
                 track.finish()
+            if cues is not None:
+                cues.finish()
     return final
 
 
@@ -739,13 +945,23 @@ def _yuv_frame(image: np.ndarray, index: int, rate: Fraction) -> av.VideoFrame:
     return frame
 
 
-def mux_audio(video_in: PathLike, audio: np.ndarray, audio_rate: int, out_path: PathLike) -> Path:
+def mux_audio(
+    video_in: PathLike,
+    audio: np.ndarray,
+    audio_rate: int,
+    out_path: PathLike,
+    *,
+    audio_layout: str | None = None,
+    language: str | None = None,
+    subtitles: Sequence[Segment] | None = None,
+) -> Path:
     """Copy ``video_in``'s video stream untouched and give it ``audio`` as its AAC track.
 
     The video packets are remuxed, not re-encoded: no quality loss, and fast.
-    Any audio of ``video_in`` is dropped. The new audio is trimmed or
-    zero-padded to the video stream's duration, so the output is exactly as
-    long as the picture. Returns ``out_path``.
+    Any audio (and subtitle stream) of ``video_in`` is dropped. The new audio is
+    trimmed or zero-padded to the video stream's duration, so the output is
+    exactly as long as the picture. ``audio_layout``, ``language`` and
+    ``subtitles`` as for :func:`encode_mp4`. Returns ``out_path``.
     """
     source = Path(video_in)
     final = Path(out_path)
@@ -761,24 +977,34 @@ def mux_audio(video_in: PathLike, audio: np.ndarray, audio_rate: int, out_path: 
             output = _open_output(temp)
             with output:
                 out_video = output.add_stream_from_template(stream)
-                track = _AudioTrack(output, audio, audio_rate, duration)
+                track = _AudioTrack(output, audio, audio_rate, duration, audio_layout, language)
+                cues = None if subtitles is None else _SubtitleTrack(output, subtitles, language, duration)
                 for packet in container.demux(stream):
                     if packet.dts is None:  # the demuxer's end-of-stream marker
                         continue
                     assert packet.time_base is not None
-                    track.write_until(float(packet.dts * packet.time_base) - origin)
+                    at = float(packet.dts * packet.time_base) - origin
+                    track.write_until(at)
+                    if cues is not None:
+                        cues.write_until(at)
                     packet.stream = out_video
                     output.mux(packet)
                 track.finish()
+                if cues is not None:
+                    cues.finish()
     return final
 
 
 __all__: list[str] = [
     "MediaInfo",
+    "channel_names",
     "decode_audio",
+    "default_layout",
     "encode_mp4",
     "iter_frames",
     "mux_audio",
     "probe",
     "read_frames",
+    "soundtrack_layout",
+    "soundtrack_rate",
 ]

@@ -44,7 +44,10 @@ def model_parameters(settings: Settings) -> dict[str, dict[str, str]]:
         rvc["content_encoder"] = str(settings.rvc_content_encoder)
     if settings.rvc_random_init:
         rvc["random_init"] = "true"
-    parameters = {"tts_fastpitch": fastpitch, "lipsync_wav2lip": wav2lip, "vc_rvc": rvc}
+    asr: dict[str, str] = {}
+    if settings.qc_asr_models_dir is not None:
+        asr["models_dir"] = str(settings.qc_asr_models_dir)
+    parameters = {"tts_fastpitch": fastpitch, "lipsync_wav2lip": wav2lip, "vc_rvc": rvc, "asr": asr}
     return {name: values for name, values in parameters.items() if values}
 
 

@@ -19,6 +19,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from serving import MODEL_REPOSITORY
 
 ObjectStoreKind = Literal["local", "s3"]
+#: The rates a low-rate source's dubbed soundtrack may be written at: full audio band,
+#: and ones every player and AAC decoder takes.
+FULL_BAND_RATES = (44_100, 48_000)
 InferenceKind = Literal["local", "triton"]
 
 
@@ -172,7 +175,8 @@ class Settings(BaseSettings):
     )
     true_peak_dbfs: float = Field(-1.0, le=0.0, description="Peak ceiling of the output mix, in dBFS.")
     output_audio_rate: int = Field(
-        48000, ge=8000, description="Sample rate of the output video's soundtrack, in Hz."
+        48000, description="Sample rate of the output soundtrack when the source's is below 44.1 kHz (or one AAC "
+        "cannot carry), in Hz: 48000 (video's rate) or 44100. A source at 44.1 kHz or more keeps its own rate.",
     )
     retry_max_attempts: int = Field(
         4, ge=1, description="Attempts of one chunk's stage before the job fails."
@@ -238,13 +242,25 @@ class Settings(BaseSettings):
         0.3, ge=-1.0, le=1.0, description="Below this correlation between mouth and dub level a chunk's "
         "lips are reported as not following the dub (its offset is unreliable).",
     )
-    qc_asr_model_path: Path | None = Field(
-        None, description="ASR checkpoint for the intelligibility check (served as model `asr`); unset "
-        "skips the check. None ships with polydub.",
+    qc_asr: bool = Field(
+        True, description="Re-transcribe the dub with the served `asr` model for the intelligibility check "
+        "(English ships; see `POLYDUB_QC_ASR_MODELS_DIR`); off reports the check as skipped.",
     )
-    qc_asr_max_error_rate: float = Field(
-        0.3, ge=0.0, description="Largest word (en) or character (ko, ja, zh) error rate of the "
-        "re-transcribed dub against the subtitles.",
+    qc_asr_models_dir: Path | None = Field(
+        None, description="Speech recognisers for languages other than English (none ships for ko, ja, zh): "
+        "a folder with one PocketSphinx model per language code (`ko/`, `ja/`, `zh/`; `en/` replaces the "
+        "shipped English), each holding its acoustic-model folder, a word language model (`*.lm.bin`, `*.lm`) "
+        "and a dictionary (`*.dict`, `*.dic`); served by the `asr` model.",
+    )
+    qc_max_wer: float = Field(
+        0.5, ge=0.0, description="Largest word error rate (character error rate for ko, ja, zh) of the "
+        "re-transcribed dub against the subtitles, before and after voice conversion alike; above it the dub "
+        "is unintelligible and QC fails. With the shipped recogniser clean eSpeak English measures 0.15-0.22 "
+        "(0.38 at worst over four lines), time-reversed speech above 1.",
+    )
+    qc_max_wer_increase: float = Field(
+        0.10, ge=0.0, description="Largest rise of that error rate from the synthesised speech to the delivered "
+        "dub (after minus before voice conversion); above it conversion has cost intelligibility and QC fails.",
     )
 
     # --- local stack ---------------------------------------------------------
@@ -318,6 +334,13 @@ class Settings(BaseSettings):
         "0.0.0.0",
         description="Address the metrics and health endpoints listen on (`127.0.0.1` keeps them local).",
     )
+
+    @field_validator("output_audio_rate")
+    @classmethod
+    def _full_band_rate(cls, value: int) -> int:
+        if value not in FULL_BAND_RATES:
+            raise ValueError(f"{value} Hz is not a full-band rate; use one of {', '.join(map(str, FULL_BAND_RATES))}")
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -130,10 +130,13 @@ class StageBase:
         self.store.put_bytes(key, encode_wav(audio, rate))
         return self.store.uri(key)
 
-    def get_audio(self, key: str) -> tuple[np.ndarray, int]:
-        """A stored WAV as mono float32 and its rate."""
+    def get_audio(self, key: str, *, keep_channels: bool = False) -> tuple[np.ndarray, int]:
+        """A stored WAV as mono float32 and its rate; ``keep_channels`` keeps ``(samples, channels)``.
+
+        Speech work wants mono; the mix is multichannel and QC meters it as it is.
+        """
         audio, rate = decode_wav(self.store.get_bytes(key), self.store.uri(key))
-        return mono(audio), rate
+        return (audio if keep_channels else mono(audio)), rate
 
     def key_of(self, uri: str) -> str:
         """The store key behind a URI an event carries (events point into this store)."""

@@ -28,6 +28,10 @@ from schemas.errors import InputError
 
 SubtitleFormat = Literal["srt", "vtt"]
 
+#: ISO 639-2 (terminology) code of each target language: what MP4/QuickTime language
+#: tags hold (``zho``, not the bibliographic ``chi``).
+ISO_639_2 = {"ko": "kor", "en": "eng", "ja": "jpn", "zh": "zho"}
+
 # A cue may end this far past the video's end (subtitle tools often round the
 # last cue up or pad it); such ends are clamped onto the video's end.
 END_TOLERANCE_S = 0.5
@@ -455,23 +459,37 @@ def _text_lines(text: str) -> list[str]:
     return [line.replace("-->", "->") for line in lines if line]
 
 
+def language_tag(lang: str) -> str:
+    """The ISO 639-2 tag of a target language (``ko`` -> ``kor``), for container metadata."""
+    return ISO_639_2[lang]
+
+
+def cue_lines(segment: Segment, *, with_speakers: bool = True) -> list[str]:
+    """The lines a viewer reads for ``segment``, as the .srt and the MP4's subtitle track show them.
+
+    With ``with_speakers`` a labelled segment's first line is ``Speaker: text``,
+    the form :func:`parse_srt` reads back; labels that form would not read back
+    as a speaker (lower-case ones) are left out.
+    """
+    lines = _text_lines(segment.text)
+    if with_speakers and segment.speaker and lines:
+        labelled = f"{segment.speaker}: {lines[0]}"
+        # Only a label parse_srt reads back as a speaker; any other (say
+        # "spk_0") would turn into words the dub speaks.
+        if _speaker_prefix(labelled) == (segment.speaker, lines[0]):
+            lines[0] = labelled
+    return lines
+
+
 def to_srt(segments: Iterable[Segment], *, with_speakers: bool = True) -> str:
     """SubRip text of ``segments``, numbered from 1 in the order given.
 
-    With ``with_speakers`` a labelled segment's first line is written as
-    ``Speaker: text``, the form :func:`parse_srt` reads back; SubRip has no
-    other place for a label, so labels that form would not read back as a
-    speaker (lower-case ones) are left out.
+    Each cue's lines are :func:`cue_lines`; SubRip has no other place for a
+    speaker label than the first line.
     """
     cues = []
     for number, segment in enumerate(segments, start=1):
-        lines = _text_lines(segment.text)
-        if with_speakers and segment.speaker and lines:
-            labelled = f"{segment.speaker}: {lines[0]}"
-            # Only a label parse_srt reads back as a speaker; any other (say
-            # "spk_0") would turn into words the dub speaks.
-            if _speaker_prefix(labelled) == (segment.speaker, lines[0]):
-                lines[0] = labelled
+        lines = cue_lines(segment, with_speakers=with_speakers)
         timing = f"{_srt_time(segment.start_s)} --> {_srt_time(segment.end_s)}"
         cues.append("\n".join([str(number), timing, *lines]))
     return "\n\n".join(cues) + "\n" if cues else ""
@@ -495,8 +513,11 @@ def to_vtt(segments: Iterable[Segment], *, with_speakers: bool = True) -> str:
 
 
 __all__ = [
+    "ISO_639_2",
     "Segment",
     "SubtitleFormat",
+    "cue_lines",
+    "language_tag",
     "parse_srt",
     "parse_subtitles",
     "parse_vtt",
