@@ -59,6 +59,8 @@ __all__ = [
 ]
 
 #: Sample rate the encoder was trained at (Resemblyzer ``hparams.sampling_rate``).
+#: How the error for a clip with too little speech to embed begins (servers tell it from other errors).
+TOO_LITTLE_SPEECH = "too little speech to embed a voice"
 SAMPLE_RATE = 16_000
 #: Mel bands of the encoder input (``hparams.mel_n_channels``).
 N_MELS = 40
@@ -279,7 +281,7 @@ class SpeakerEncoder(nn.Module):
             speech_s = len(audio) / SAMPLE_RATE
         if speech_s < cfg.min_speech_s:
             raise ValueError(
-                f"too little speech to embed a voice: {speech_s:.2f} s of speech found in "
+                f"{TOO_LITTLE_SPEECH}: {speech_s:.2f} s of speech found in "
                 f"{len(raw) / sample_rate:.2f} s of audio, at least {cfg.min_speech_s:.2f} s is needed; "
                 "give a longer or louder reference clip")
         return audio

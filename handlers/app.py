@@ -14,13 +14,11 @@ from typing import Any
 
 from handlers.runtime.bus import KafkaPublisher, register_stage
 from handlers.runtime.inference import InferenceClient, open_inference
-from handlers.runtime.jobstate import JobState
 from handlers.runtime.objectstore import open_store
 from handlers.runtime.retries import register_retry_relay
 from handlers.runtime.settings import Settings
-from handlers.runtime.stagekit import StageBase, StageDeps
-from schemas.errors import InputError, PolydubError
-from schemas.events import Envelope
+from handlers.runtime.stagekit import JobFailures, StageBase, StageDeps
+from schemas.errors import InputError
 from schemas.registry import STAGE_NAMES, STAGES
 
 
@@ -90,14 +88,13 @@ def build_broker(settings: Settings, stages: Sequence[str], *, service_name: str
     store = open_store(settings)
     deps = StageDeps(settings, store, inference if inference is not None else open_inference(settings), publisher)
 
-    async def mark_failed(event: Envelope, error: PolydubError) -> None:
-        JobState(store, event.job_id).mark("failed", error.as_dict())
+    failures = JobFailures(store, publisher)
 
     for name in stages:
         if name == RETRY_RELAY:
             register_retry_relay(broker, settings, publisher)
         else:
-            register_stage(broker, STAGE_CLASSES[name](deps), settings, publisher, on_failure=mark_failed)
+            register_stage(broker, STAGE_CLASSES[name](deps), settings, publisher, on_failure=failures)
     return broker, deps
 
 

@@ -35,8 +35,9 @@ from schemas.topics import TOPIC_OF_EVENT
 ASYNCAPI_FILE = Path(__file__).resolve().parents[1] / "schemas" / "asyncapi.json"
 TITLE = "polydub"
 DESCRIPTION = (
-    "Event-driven AI dubbing. Every event is a small JSON document keyed by job_id; "
-    "the W3C traceparent rides in the Kafka headers. Topics get POLYDUB_TOPIC_PREFIX in front."
+    "Event-driven AI dubbing. Every event is a small JSON document keyed by job_id (per-chunk topics by "
+    "job_id/chunk_index; each message's Kafka binding gives its key); the W3C traceparent rides in the Kafka "
+    "headers (components/schemas/MessageHeaders). Topics get POLYDUB_TOPIC_PREFIX in front."
 )
 #: Events the app never publishes itself (upstream systems submit jobs).
 NOT_PUBLISHED_BY_APP = (MediaSubmitted,)
@@ -77,9 +78,64 @@ def render_asyncapi() -> str:
             raise RuntimeError(f"FastStream named the {title!r} subscriber's message differently; update {__name__}")
         _add_schema(schemas, model)
         message["payload"] = {"$ref": _COMPONENT_REF.format(model=model.__name__)}
+    _add_keys_and_headers(document)
     if not any("EmptyPayload" in json.dumps(m) for m in messages.values()):
         schemas.pop("EmptyPayload", None)
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+#: The Kafka binding version FastStream writes on channels; messages use the same.
+KAFKA_BINDING_VERSION = "0.4.0"
+HEADERS_SCHEMA = "MessageHeaders"
+_JOB_ID_PATTERN = "[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+
+
+def message_headers_schema() -> dict[str, Any]:
+    """The Kafka headers every polydub record carries (producers may add more)."""
+    from handlers.runtime.bus import HEADER_ATTEMPT
+
+    return {
+        "type": "object",
+        "description": "Kafka record headers (UTF-8 values). Producers outside polydub need send none of them; "
+        "`traceparent` joins their submission to the job's trace.",
+        "properties": {
+            "traceparent": {"type": "string", "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+                            "description": "W3C Trace Context of the span that published the record."},
+            "tracestate": {"type": "string", "description": "W3C Trace Context vendor state, when set."},
+            "baggage": {"type": "string", "description": "W3C Baggage, when set."},
+            HEADER_ATTEMPT: {"type": "string", "pattern": "^[0-9]+$",
+                             "description": "Delivery attempt of the event at its stage (0: first)."},
+            "content-type": {"type": "string", "const": "application/json"},
+            "correlation_id": {"type": "string", "description": "FastStream's message correlation id."},
+        },
+        "additionalProperties": {"type": "string"},
+    }
+
+
+def message_key_schema(topic: str) -> dict[str, Any]:
+    """The Kafka key of the records on ``topic`` (see ``schemas.topics.event_key``)."""
+    from schemas.topics import DEAD_LETTER, PER_CHUNK_TOPICS
+
+    if topic == DEAD_LETTER:
+        return {"type": ["string", "null"], "description": "The key of the record that was dead-lettered, kept."}
+    if topic in PER_CHUNK_TOPICS:
+        return {"type": "string", "pattern": f"^{_JOB_ID_PATTERN}/[0-9]+$",
+                "description": "`{job_id}/{chunk_index}`: one chunk's events stay in order."}
+    return {"type": "string", "pattern": f"^{_JOB_ID_PATTERN}$",
+            "description": "The job id: every job-level event of a job lands in one partition, in order."}
+
+
+def _add_keys_and_headers(document: dict[str, Any]) -> None:
+    """Each message's Kafka key (by its channel's topic) and the shared headers schema."""
+    components = document["components"]
+    components["schemas"][HEADERS_SCHEMA] = message_headers_schema()
+    messages = components.get("messages", {})
+    for channel in document.get("channels", {}).values():
+        for ref in channel.get("messages", {}).values():
+            message = messages[ref["$ref"].rsplit("/", 1)[-1]]
+            message["headers"] = {"$ref": _COMPONENT_REF.format(model=HEADERS_SCHEMA)}
+            message["bindings"] = {"kafka": {"bindingVersion": KAFKA_BINDING_VERSION,
+                                             "key": message_key_schema(channel["address"])}}
 
 
 def _add_schema(schemas: dict[str, Any], model: Any) -> None:

@@ -123,7 +123,7 @@ async def submit_job(
     from handlers.localstack import ensure_topics
     from handlers.runtime.telemetry import start_span
 
-    validate_inputs(video, subtitles)
+    validate_inputs(video, subtitles, settings)
     job_id = keys.validate_job_id(job_id or new_job_id())
     with bind_job(job_id):
         # No stages: a broker with the workers' telemetry wiring and the keyed publisher.

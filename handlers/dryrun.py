@@ -17,7 +17,7 @@ class JobPlan:
 
 
 def plan_job(video: Path, subtitles: Path, settings: Settings) -> JobPlan:
-    inputs = validate_inputs(video, subtitles)
+    inputs = validate_inputs(video, subtitles, settings)
     plan = plan_chunks(
         inputs.segments,
         duration_s=inputs.media.duration_s,

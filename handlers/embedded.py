@@ -23,7 +23,7 @@ from handlers.progress import JobProgress
 from handlers.runtime import keys
 from handlers.runtime.settings import Settings
 from handlers.runtime.telemetry import start_span
-from schemas.errors import PolydubError
+from schemas.errors import InputError, PolydubError
 from schemas.events import DubCompleted, DubFailed, DubStatus, EngineChoice, SpeakerVoice
 
 EMBEDDED_SESSION_TIMEOUT_MS = 3000
@@ -65,7 +65,8 @@ async def run_job(
     from handlers.localstack import ensure_topics, start_embedded_broker
 
     # Fail fast, before any server starts, on the mistakes a person can fix.
-    validate_inputs(video, subtitles)
+    refuse_overwriting_inputs(output, target_lang, (video, subtitles))
+    validate_inputs(video, subtitles, settings)
     job_id = f"run-{uuid.uuid4().hex[:12]}"
     with tempfile.TemporaryDirectory(prefix="polydub-run-") as tmp:
         server = start_embedded_broker(Path(tmp) / "broker")
@@ -116,6 +117,29 @@ async def _run(job_id: str, video: Path, subtitles: Path, target_lang: str, outp
         raise JobFailed(outcome) if report is None else _with_report(JobFailed(outcome), report)
     _copy_outputs(deps.store, outcome.output_video_uri, outcome.subtitles_uri, output, target_lang)
     return RunResult(job_id, outcome, output, _copy_report(deps.store, job_id, output))
+
+
+def output_paths(output: Path, target_lang: str) -> tuple[Path, ...]:
+    """Every file ``polydub run`` may write for ``output``: the video, a QC-failed copy, subtitles, QC report."""
+    return (output, qc_failed_path(output), output.with_suffix(f".{target_lang}.srt"),
+            output.with_suffix(".qc.json"), output.with_suffix(".qc.html"))
+
+
+def refuse_overwriting_inputs(output: Path, target_lang: str, inputs: tuple[Path, ...]) -> None:
+    """Refuse an output that would overwrite an input (``-o`` equal to the video, say), before any work.
+
+    Compared as resolved paths and, for existing files, as the same file (links, case-folding disks).
+    """
+    for written in output_paths(output, target_lang):
+        for given in inputs:
+            same = written.resolve() == given.resolve()
+            if not same and written.exists() and given.exists():
+                same = written.samefile(given)
+            if same:
+                raise InputError(
+                    f"the output {written} would overwrite the input {given}",
+                    "choose another -o path (by default polydub writes VIDEO.LANG.mp4 beside the video)",
+                )
 
 
 def qc_failed_path(output: Path) -> Path:

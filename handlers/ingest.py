@@ -9,16 +9,28 @@ clip per speaker from the source speech when none was given.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import shutil
 import tempfile
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from handlers.inputs import JobInputs, validate_inputs
 from handlers.runtime import keys
+from handlers.runtime.admission import (
+    check_file_size,
+    check_media_limits,
+    check_segment_limits,
+    check_source_uri,
+    fetch_http,
+    output_prefix_key,
+)
 from handlers.runtime.jobstate import JobState
 from handlers.runtime.media import decode_audio
 from handlers.runtime.served import check_served
@@ -26,12 +38,17 @@ from handlers.runtime.stagekit import JobStage
 from handlers.runtime.subtitles import Segment, subtitle_format
 from handlers.runtime.voices import check_voice_names, resolve_voices
 from schemas.errors import InputError, ObjectNotFound
-from schemas.events import JobAccepted, MediaSubmitted
+from schemas.events import DubFailed, JobAccepted, MediaSubmitted
+from schemas.status import StatusCode
 
 DEFAULT_SPEAKER = "default"
 # Longest reference clip cut per speaker; VALL-E X prompts stop at 15 s, and WORLD
 # statistics are stable well before that.
 REFERENCE_MAX_S = 15.0
+#: The job's first submission (its event id and body): the idempotency record of the job id.
+SUBMISSION_RECORD = "submission.json"
+RESUBMISSION_NAMESPACE = uuid.UUID("8c2f4a61-3b7e-4d0a-a5c9-1e6b9d2f7c43")
+log = logging.getLogger(__name__)
 
 
 class IngestStage(JobStage[MediaSubmitted]):
@@ -41,6 +58,38 @@ class IngestStage(JobStage[MediaSubmitted]):
     consumes = MediaSubmitted
     skip_if_marked = ("completed", "failed")  # a resubmission of a finished job: nothing to redo
     record = "manifest.json"
+
+    async def handle(self, event: MediaSubmitted, attempt: int) -> None:
+        """The job id is the idempotency key: one body per id, one job per body.
+
+        A redelivery of the accepted event (same ``event_id``) goes through the
+        template, which republishes from the record (at-least-once). Another event
+        with the same body is the same job: when the job is already under way or
+        done, nothing is redone or republished (progress never runs backwards). A
+        different body under a used id is refused with its own ``dub.failed``,
+        without touching the job that owns the id.
+        """
+        state = self.job(event.job_id)
+        body = submission_body(event)
+        try:
+            recorded = await self.run_blocking(state.read_json, SUBMISSION_RECORD)
+        except ObjectNotFound:
+            recorded = None
+        if recorded is None:
+            await self.run_blocking(state.write_json, SUBMISSION_RECORD,
+                                    {"event_id": event.event_id, "body": body})
+        elif recorded["body"] != body:
+            await self.publisher.publish(_refused_resubmission(event, recorded["body"], body))
+            log.warning("refused a different submission under a used job id", extra={"job_id": event.job_id})
+            return
+        elif recorded["event_id"] != event.event_id and await self.run_blocking(self._under_way, state):
+            log.info("duplicate submission of a job under way or done: nothing redone",
+                     extra={"job_id": event.job_id, "event_id": event.event_id})
+            return
+        await super().handle(event, attempt)
+
+    def _under_way(self, state: JobState) -> bool:
+        return state.any_marked(("completed", "failed")) or self.store.exists(state.key(self.record))
 
     async def work(self, event: MediaSubmitted, state: JobState) -> dict[str, Any]:
         # The engines first: a job that cannot run fails in a second, before any media moves.
@@ -61,18 +110,26 @@ class IngestStage(JobStage[MediaSubmitted]):
 
     def _ingest(self, event: MediaSubmitted) -> dict[str, Any]:
         state = self.job(event.job_id)
+        output_prefix = self._check_submission(event)
         with tempfile.TemporaryDirectory(prefix="polydub-ingest-") as tmp:
             work = Path(tmp)
             video = self._fetch(event.source_uri, work / "source")
             try:
                 if event.subtitles.uri is not None:
                     fmt = event.subtitles.format or subtitle_format(event.subtitles.uri)
-                    subs_path = self._fetch(event.subtitles.uri, work / f"subtitles.{fmt}")
-                    inputs = validate_inputs(video, subs_path)
+                    subs_path = self._fetch(event.subtitles.uri, work / f"subtitles.{fmt}",
+                                            self.settings.max_subtitle_bytes, "POLYDUB_MAX_SUBTITLE_BYTES",
+                                            "subtitles")
+                    inputs = validate_inputs(video, subs_path, self.settings)
                 else:
-                    inputs = validate_inputs(video, _inline_segments(event))
+                    inputs = validate_inputs(video, _inline_segments(event), self.settings)
+                check_media_limits(inputs.media, self.settings, event.source_uri)
+                check_segment_limits(inputs.segments, self.settings)
             except InputError as exc:
-                raise _naming_uri(exc, video, event.source_uri) from exc
+                named = _naming_uri(exc, video, event.source_uri)
+                if event.subtitles.uri is not None:  # the subtitles' temporary copy too
+                    named = _naming_uri(named, work / f"subtitles.{fmt}", event.subtitles.uri)
+                raise named from exc
             voices = resolve_voices(event.engines.vc, event.voices,
                                     (s.speaker or DEFAULT_SPEAKER for s in inputs.segments), self.settings)
             source_key = keys.source_key(event.job_id, "video")
@@ -82,6 +139,11 @@ class IngestStage(JobStage[MediaSubmitted]):
             audio_key = state.key("source/audio.wav")
             self.put_audio(audio_key, audio, rate)
             speakers = self._speaker_references(event, inputs, audio, work)
+            # Every speaker's speech together: the voice conversion falls back on it for a
+            # speaker whose own clip is too short to estimate a voice from.
+            track_reference_key = state.key("source/speech_reference.wav")
+            self.put_audio(track_reference_key,
+                           _cut_reference(audio, rate, list(inputs.segments))[: int(REFERENCE_MAX_S * rate)], rate)
 
         return {
             "job_id": event.job_id,
@@ -97,8 +159,13 @@ class IngestStage(JobStage[MediaSubmitted]):
             "source_lang": event.source_lang,
             "engines": event.engines.model_dump(),
             "speakers": speakers,
+            "track_reference": track_reference_key,
             "voices": voices,
+            # What was changed in the user's subtitles so they could be dubbed (QC shows it).
+            "input_fixes": list(inputs.fixes),
             "output_prefix": event.output_prefix,
+            # The store folder qc delivers the outputs to (None: the job's own output folder).
+            "output_prefix_key": output_prefix,
             "sample_rate": self.settings.sample_rate,
         }
 
@@ -120,7 +187,7 @@ class IngestStage(JobStage[MediaSubmitted]):
             key = state.key(f"speakers/{label}.wav")
             if label in event.speaker_references:
                 uri = event.speaker_references[label]
-                path = self._fetch(uri, work / f"ref-{label}")
+                path = self._fetch(uri, work / f"ref-{label}", what=f"speaker reference {label!r}")
                 try:
                     clip = decode_audio(path, rate)
                 except InputError as exc:
@@ -133,9 +200,25 @@ class IngestStage(JobStage[MediaSubmitted]):
             refs[label] = key
         return refs
 
-    def _fetch(self, uri: str, dest: Path) -> Path:
-        """Bring a submitted URI to a local file (the job's store, a local path, or HTTP)."""
+    def _check_submission(self, event: MediaSubmitted) -> str | None:
+        """Every URI and inline size of the event against the deployment's rules, before any fetch.
+
+        Returns the output prefix's key (``None``: the job's own folder)."""
+        check_source_uri(event.source_uri, self.store, self.settings, "source")
+        if event.subtitles.uri is not None:
+            check_source_uri(event.subtitles.uri, self.store, self.settings, "subtitles")
+        else:
+            check_segment_limits(_inline_segments(event), self.settings)
+        for label, uri in event.speaker_references.items():
+            check_source_uri(uri, self.store, self.settings, f"speaker reference {label!r}")
+        return None if event.output_prefix is None else output_prefix_key(event.output_prefix, self.store)
+
+    def _fetch(self, uri: str, dest: Path, limit: int | None = None, setting: str = "POLYDUB_MAX_SOURCE_BYTES",
+               what: str = "source") -> Path:
+        """Bring a submitted URI (checked by :func:`check_source_uri`) to a local file, bounded in size."""
         root = self.store.root_uri
+        limit = self.settings.max_source_bytes if limit is None else limit
+        check_source_uri(uri, self.store, self.settings, what)
         try:
             if (key := self.store.key_of(uri)) is not None:
                 self.store.get_file(key, dest)
@@ -143,10 +226,10 @@ class IngestStage(JobStage[MediaSubmitted]):
                 path = Path(urllib.request.url2pathname(uri[len("file://"):]))
                 if not path.exists():
                     raise InputError(f"{uri} does not exist", "check the path and that this worker can read it")
+                check_file_size(path, limit, setting, what, uri)
                 shutil.copyfile(path, dest)
             elif uri.startswith(("http://", "https://")):
-                with urllib.request.urlopen(uri, timeout=60) as response, dest.open("wb") as out:
-                    shutil.copyfileobj(response, out)
+                fetch_http(uri, dest, self.settings, limit, setting, what)
             else:
                 raise InputError(
                     f"cannot read {uri}: it is neither in this deployment's store ({root}) "
@@ -157,7 +240,29 @@ class IngestStage(JobStage[MediaSubmitted]):
             raise InputError(f"{uri} does not exist in the object store", "upload it, then resubmit") from exc
         except OSError as exc:
             raise InputError(f"cannot read {uri}: {exc}", "check the URI is reachable from the workers") from exc
+        check_file_size(dest, limit, setting, what, uri)
         return dest
+
+
+def submission_body(event: MediaSubmitted) -> dict[str, Any]:
+    """What a submission asks for: the event without what differs between two sends of it."""
+    return event.model_dump(mode="json", exclude={"event_id", "occurred_at", "status"})
+
+
+def _refused_resubmission(event: MediaSubmitted, used: dict[str, Any], body: dict[str, Any]) -> DubFailed:
+    """The ``dub.failed`` for a different body under a used job id; the same refusal has the same event id."""
+    differing = sorted(k for k in used.keys() | body.keys() if used.get(k) != body.get(k))
+    digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return DubFailed(
+        event_id=str(uuid.uuid5(RESUBMISSION_NAMESPACE, f"{event.job_id}/{digest}")),
+        job_id=event.job_id,
+        status=StatusCode.INPUT_REJECTED,
+        stage="ingest",
+        reason=f"job id {event.job_id!r} is already used by another submission (this one differs in "
+               f"{', '.join(differing)}); this submission is refused and the job that owns the id goes on "
+               "unchanged",
+        fix="submit under a new job id (the job id is the idempotency key), or resend exactly the first body",
+    )
 
 
 def _naming_uri(error: InputError, path: Path, uri: str) -> InputError:

@@ -24,6 +24,7 @@ source frames untouched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,9 +114,16 @@ class LipsyncStage(ChunkStage[ChunkConverted]):
                     faces += with_face
                     count += len(rendered)
                     await asyncio.to_thread(queue.put, rendered)
-            finally:
-                await asyncio.to_thread(queue.put, None)
-                await encoding
+            except BaseException:
+                # The encoder is told to stop and then fails (no frames, a cut stream):
+                # its error must not mask the one that stopped us (an inference failure).
+                if not encoding.done():
+                    await asyncio.to_thread(queue.put, None)
+                with contextlib.suppress(Exception):
+                    await encoding
+                raise
+            await asyncio.to_thread(queue.put, None)
+            await encoding
             await self.run_blocking(self.store.put_file, key, path)
         return ChunkOutput(key, {"frames": count, "face_frames": faces, "first_frame": first})
 

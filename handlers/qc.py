@@ -27,6 +27,7 @@ from handlers.quality.report import build_report
 from handlers.quality.thresholds import Thresholds
 from handlers.quality.verdicts import Check, evaluate_checks
 from handlers.runtime import keys
+from handlers.runtime.bus import failure_event_id
 from handlers.runtime.jobstate import JobState
 from handlers.runtime.stagekit import JobStage, StageDeps
 from schemas.events import DubCompleted, DubFailed, DubStatus, JobMerged, QCSummary
@@ -70,10 +71,31 @@ class QCStage(JobStage[JobMerged]):
         spoken_by = sorted({v for row in rows for v in row.details["synthesis"]["versions"]})
         if spoken_by:
             versions["tts"] = "; ".join(spoken_by)  # which voice and checkpoint actually spoke
-        report = build_report(state.job_id, manifest, measurements, checks, thresholds, timings, versions)
+        # Speakers the conversion could not give their own voice (each chunk notes it; listed once).
+        fallbacks = sorted({n for row in rows for n in row.details.get("conversion", {}).get("fallbacks", [])})
+        report = build_report(state.job_id, manifest, measurements, checks, thresholds, timings, versions,
+                              input_fixes=fallbacks)
         page = keys.output_key(event.job_id, QC_HTML)
         await self.run_blocking(self.store.put_bytes, page, render_html(report).encode("utf-8"))
+        prefix = manifest.get("output_prefix_key")
+        if report["passed"] and prefix is not None:
+            report["delivered"] = await self.run_blocking(self._deliver, event, prefix)
         return report
+
+    def _deliver(self, event: JobMerged, prefix: str) -> dict[str, str]:
+        """Copy the deliverables under the submission's ``output_prefix`` (checked at ingest).
+
+        Same names as in the job's folder, so a redelivery rewrites the same objects."""
+        delivered: dict[str, str] = {}
+        with tempfile.TemporaryDirectory(prefix="polydub-deliver-") as tmp:
+            for field, uri in (("output_video_uri", event.output_video_uri), ("dub_audio_uri", event.dub_audio_uri),
+                               ("subtitles_uri", event.subtitles_uri)):
+                key = self.key_of(uri)
+                local = self.store.get_file(key, Path(tmp) / key.rsplit("/", 1)[-1])
+                target = prefix + key.rsplit("/", 1)[-1]
+                self.store.put_file(target, local)
+                delivered[field] = self.store.uri(target)
+        return delivered
 
     def next_events(self, event: JobMerged, report: dict[str, Any]) -> list[DubCompleted | DubFailed]:
         checks = [Check(**c) for c in report["checks"]]
@@ -86,16 +108,18 @@ class QCStage(JobStage[JobMerged]):
             report_uri=self.store.uri(keys.qc_key(event.job_id)),
         )
         if failed:
-            return [DubFailed(job_id=event.job_id, status=StatusCode.QC_FAILED, stage="qc",
+            return [DubFailed(event_id=failure_event_id(event.job_id), job_id=event.job_id,
+                              status=StatusCode.QC_FAILED, stage="qc",
                               reason=failure_reason(report), fix="see the QC report for each failed check",
                               failed_checks=failed, qc=summary, candidate_video_uri=event.output_video_uri,
                               candidate_subtitles_uri=event.subtitles_uri)]
+        delivered = report.get("delivered", {})
         return [DubCompleted(
             event_id=completion_event_id(event.job_id),
             job_id=event.job_id,
-            output_video_uri=event.output_video_uri,
-            dub_audio_uri=event.dub_audio_uri,
-            subtitles_uri=event.subtitles_uri,
+            output_video_uri=delivered.get("output_video_uri", event.output_video_uri),
+            dub_audio_uri=delivered.get("dub_audio_uri", event.dub_audio_uri),
+            subtitles_uri=delivered.get("subtitles_uri", event.subtitles_uri),
             qc=summary,
             stage_timings_s=report["stage_timings_s"],
             engine_versions=report["engine_versions"],

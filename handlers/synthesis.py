@@ -65,9 +65,8 @@ class SynthesisStage(ChunkStage[ChunkPlanned]):
         versions: set[str] = set()
         if segments:
             waves, versions = await self._speak(segments, manifest["target_lang"], choice.model)
-            starts = [s["start_s"] for s in manifest["segments"]]
             for seg, (wave, speedup) in zip(segments, waves):
-                next_start = min((t for t in starts if t > seg["start_s"]), default=manifest["media"]["duration_s"])
+                next_start = _next_start(seg, manifest["segments"], manifest["media"]["duration_s"])
                 offset = int(round((seg["start_s"] - event.start_s) * rate))
                 room = int(round((next_start - seg["start_s"]) * rate))
                 speech = _fit_into(wave, room, rate)
@@ -98,6 +97,17 @@ class SynthesisStage(ChunkStage[ChunkPlanned]):
             wave = resample(out["WAVEFORM"], int(scalar(out, "SAMPLE_RATE")), self.settings.sample_rate)
             result.append((wave, float(scalar(out, "SPEEDUP"))))
         return result, {str(scalar(out, "VERSION")) for out in spoken}
+
+
+def _next_start(seg: dict[str, Any], segments: list[dict[str, Any]], duration_s: float) -> float:
+    """Where ``seg``'s speech must stop at the latest: the next cue of its speaker, or any cue after its slot.
+
+    Another speaker's cue starting inside the slot is an overlap the subtitles
+    meant (two people talking at once): both are spoken and the track adds them,
+    so it does not cut this speech short.
+    """
+    return min((s["start_s"] for s in segments if s["start_s"] > seg["start_s"]
+                and (s["speaker"] == seg["speaker"] or s["start_s"] >= seg["end_s"])), default=duration_s)
 
 
 def _add_clipped(track: np.ndarray, speech: np.ndarray, offset: int) -> None:

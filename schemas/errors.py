@@ -43,6 +43,14 @@ class InputError(PolydubError):
     code = StatusCode.INPUT_REJECTED
 
 
+class UnusableInputError(InputError):
+    """A model cannot use an input (a voice reference with too little voiced speech).
+
+    A condition of the input, so never retried; a stage that has a fallback (the
+    conversion stage's: another reference, or no conversion) catches it.
+    """
+
+
 class InferenceError(PolydubError):
     """A model call failed; worth retrying until the retry bound."""
 

@@ -365,6 +365,10 @@ class DeadLetter(_Model):
     source_topic: str
     partition: int | None = None
     offset: int | None = None
+    original_key: str | None = Field(
+        None, description="Kafka key of the original record (UTF-8); the dead letter is published with it.")
+    original_headers: dict[str, str] = Field(
+        default_factory=dict, description="Headers of the original record (`traceparent`, ...), kept as they were.")
     error: str = Field(min_length=1)
     raw_payload: str = Field(description="The payload as received (UTF-8, or base64 if binary).")
     payload_encoding: Literal["utf-8", "base64"] = "utf-8"

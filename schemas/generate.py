@@ -14,6 +14,8 @@ from schemas.events import EVENT_MODELS, event_type_of
 from schemas.status import StatusCode
 
 EVENTS_DIR = Path(__file__).parent / "events"
+#: The JSON Schema dialect pydantic writes, declared so validators need not guess it.
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
 def render_schemas() -> dict[str, str]:
@@ -21,6 +23,7 @@ def render_schemas() -> dict[str, str]:
     files: dict[str, str] = {}
     for model in EVENT_MODELS:
         schema = model.model_json_schema(mode="validation")
+        schema["$schema"] = JSON_SCHEMA_DIALECT
         schema["$id"] = f"https://polydub.dev/schemas/events/{event_type_of(model)}.json"
         files[f"{event_type_of(model)}.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
     codes = {

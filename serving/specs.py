@@ -126,3 +126,22 @@ def scalar(item: Item, name: str, default: Any = None) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8")
     return value.item() if hasattr(value, "item") else value
+
+
+#: How an error message starts when a model cannot use an input (a reference with too little
+#: voiced speech): a condition of the input, not a fault of the server, so a client must not
+#: retry it. A prefix, because over Triton only the message crosses the wire.
+UNUSABLE_INPUT = "unusable input: "
+
+
+class UnusableInput(ValueError):
+    """A served model's refusal of an input no retry can fix; its message starts with :data:`UNUSABLE_INPUT`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(UNUSABLE_INPUT + reason)
+
+
+def is_unusable_input(message: str) -> bool:
+    """Whether an error message (in process or from Triton) is an :class:`UnusableInput`."""
+    return UNUSABLE_INPUT in message
+

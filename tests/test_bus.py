@@ -16,6 +16,7 @@ import base64
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, ClassVar
 
 import orjson
@@ -30,10 +31,14 @@ from handlers.runtime.bus import (
     Source,
     _attempt_of,
     backoff_seconds,
+    failure_event_id,
     process_event,
 )
+from handlers.runtime.jobstate import JobState
+from handlers.runtime.objectstore import LocalObjectStore
 from handlers.runtime.retries import RetryScheduler, relay_retry
 from handlers.runtime.settings import Settings
+from handlers.runtime.stagekit import JobFailures
 from schemas.errors import InferenceError, InputError, PolydubError
 from schemas.events import ChunkPlanned, DeadLetter, DubFailed, Envelope, JobAccepted, RetryScheduled
 from schemas.serialization import encode_event
@@ -83,13 +88,15 @@ class ScriptedStage:
 
 
 class FailureRecorder:
-    """``on_failure`` hook that records what it was called with."""
+    """``on_failure`` hook that records what it was called with and announces the ``dub.failed``."""
 
-    def __init__(self) -> None:
+    def __init__(self, publisher: MemoryPublisher) -> None:
+        self.publisher = publisher
         self.calls: list[tuple[Envelope, PolydubError]] = []
 
-    async def __call__(self, event: Envelope, error: PolydubError) -> None:
+    async def __call__(self, event: Envelope, error: PolydubError, failed: DubFailed) -> None:
         self.calls.append((event, error))
+        await self.publisher.publish(failed)
 
 
 def _only(publisher: MemoryPublisher, model: type[BaseModel]) -> Any:
@@ -180,7 +187,7 @@ async def test_retryable_error_schedules_the_next_attempt_after_the_backoff(atte
     event = _chunk_event()
     stage = ScriptedStage([InferenceError("tts_espeak timed out")])
     publisher = MemoryPublisher()
-    on_failure = FailureRecorder()
+    on_failure = FailureRecorder(publisher)
     before = datetime.now(UTC)
 
     outcome = await process_event(stage, encode_event(event), attempt, SOURCE, publisher, _settings(), on_failure)
@@ -218,7 +225,7 @@ async def test_last_attempt_fails_the_job_with_the_errors_code_and_count() -> No
     event = _chunk_event()
     error = InferenceError("model 'tts_espeak' rejected the request", "check the Triton log")
     publisher = MemoryPublisher()
-    on_failure = FailureRecorder()
+    on_failure = FailureRecorder(publisher)
 
     outcome = await process_event(ScriptedStage(forever=error), encode_event(event), 3, SOURCE, publisher,
                                   _settings(retry_max_attempts=4), on_failure)
@@ -227,7 +234,7 @@ async def test_last_attempt_fails_the_job_with_the_errors_code_and_count() -> No
     failed = _only(publisher, DubFailed)
     assert publisher.events[0][0] == DUB_FAILED
     assert failed.status is StatusCode.INFERENCE_FAILED
-    assert failed.reason == "model 'tts_espeak' rejected the request (gave up after 4 attempts)"
+    assert failed.reason.startswith("model 'tts_espeak' rejected the request (gave up after 4 attempts,")
     assert failed.fix == "check the Triton log"
     assert (failed.job_id, failed.stage, failed.chunk_index) == (event.job_id, "synthesis", 1)
     assert publisher.of_type(RetryScheduled) == []
@@ -237,7 +244,7 @@ async def test_last_attempt_fails_the_job_with_the_errors_code_and_count() -> No
 async def test_input_error_fails_the_job_at_once_without_retry() -> None:
     event = _chunk_event()
     publisher = MemoryPublisher()
-    on_failure = FailureRecorder()
+    on_failure = FailureRecorder(publisher)
     error = InputError("segment 3 starts after the video ends", "fix the subtitles")
 
     outcome = await process_event(ScriptedStage(forever=error), encode_event(event), 0, SOURCE, publisher,
@@ -264,7 +271,7 @@ async def test_unexpected_exception_is_retried_then_fails_as_internal_error() ->
     assert await process_event(stage, encode_event(event), 2, SOURCE, last, settings) is Outcome.FAILED
     failed = _only(last, DubFailed)
     assert failed.status is StatusCode.INTERNAL_ERROR
-    assert failed.reason == "unexpected RuntimeError: boom (gave up after 3 attempts)"
+    assert failed.reason.startswith("unexpected RuntimeError: boom (gave up after 3 attempts,")
 
 
 async def test_a_success_publishes_nothing_of_its_own() -> None:
@@ -284,7 +291,7 @@ async def test_retries_through_the_relay_until_the_bound() -> None:
     event = _chunk_event()
     stage = ScriptedStage(forever=InferenceError("tts down"))
     publisher = MemoryPublisher()
-    on_failure = FailureRecorder()
+    on_failure = FailureRecorder(publisher)
     raw, attempt = encode_event(event), 0
     outcomes = []
     for _ in range(10):
@@ -301,37 +308,39 @@ async def test_retries_through_the_relay_until_the_bound() -> None:
     assert outcomes == [Outcome.RETRY_SCHEDULED] * 3 + [Outcome.FAILED]
     assert [a for _, a in stage.calls] == [0, 1, 2, 3]
     assert all(call_event == event for call_event, _ in stage.calls)
-    assert _only(publisher, DubFailed).reason.endswith("(gave up after 4 attempts)")
+    assert "(gave up after 4 attempts," in _only(publisher, DubFailed).reason
     assert len(on_failure.calls) == 1
 
 
-async def test_failure_is_published_before_the_job_is_marked_failed() -> None:
-    """If ``dub.failed`` cannot be published, the failed marker must not exist yet.
+async def test_a_failure_is_recorded_before_it_is_announced_and_announced_once(tmp_path: Path) -> None:
+    """The marker first (holding its ``dub.failed``), then the event: never announced without a record.
 
-    The delivery is then rewound and redelivered; had the marker been written
-    first, the redelivered event would be skipped as "job already failed" and
-    ``dub.failed`` would never reach anyone.
+    With the broker down the delivery raises (rewound, not committed) and the
+    marker says "not published"; the next delivery's guard announces it, with
+    the job's one ``event_id``; a second failure of the job announces nothing.
     """
 
     class BrokerDown(MemoryPublisher):
         async def publish(self, event: BaseModel, attempt: int = 0) -> None:
             raise ConnectionError("broker unreachable")
 
-    on_failure = FailureRecorder()
+    store = LocalObjectStore(tmp_path)
+    event = _chunk_event()
     with pytest.raises(ConnectionError):
-        await process_event(ScriptedStage(forever=InputError("bad subtitles")), encode_event(_chunk_event()), 0,
-                            SOURCE, BrokerDown(), _settings(), on_failure)
-    assert on_failure.calls == []
+        await process_event(ScriptedStage(forever=InputError("bad subtitles")), encode_event(event), 0,
+                            SOURCE, BrokerDown(), _settings(), JobFailures(store, BrokerDown()))
+    state = JobState(store, event.job_id)
+    assert state.read_json("state/failed")["published"] is False
 
     publisher = MemoryPublisher()
-
-    async def check_published_first(event: Envelope, error: PolydubError) -> None:
-        assert publisher.of_type(DubFailed), "the job was marked failed before dub.failed was published"
-        await on_failure(event, error)
-
-    await process_event(ScriptedStage(forever=InputError("bad subtitles")), encode_event(_chunk_event()), 0,
-                        SOURCE, publisher, _settings(), check_published_first)
-    assert len(on_failure.calls) == 1
+    failures = JobFailures(store, publisher)
+    await failures.resume(state)
+    assert _only(publisher, DubFailed).event_id == failure_event_id(event.job_id)
+    assert state.read_json("state/failed")["published"] is True
+    await process_event(ScriptedStage(forever=InputError("another chunk")), encode_event(event), 0,
+                        SOURCE, publisher, _settings(), failures)
+    await failures.resume(state)
+    assert _only(publisher, DubFailed).reason == "bad subtitles"
 
 
 async def test_publish_failure_while_scheduling_a_retry_propagates() -> None:

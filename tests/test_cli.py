@@ -156,3 +156,32 @@ def test_a_japanese_kanji_dub_passes_qc_with_no_segment_past_the_speed_up_bound(
     speedups = [s["speedup"] for s in report["segments"]]
     assert len(speedups) == len(KANJI_LINES) and max(speedups) <= 1.35 * 1.001, speedups
     assert all(s["on_time"] for s in report["segments"]), report["segments"]
+
+
+def test_a_clip_too_short_to_dub_is_an_input_error_exit_2(tmp_path: Path) -> None:
+    """A 0.5 s clip is refused before any work, naming the file, not retried into exit 3."""
+    from tests.test_media import make_video
+
+    video = make_video(tmp_path / "short.mp4", duration_s=0.5)
+    subs = tmp_path / "s.srt"
+    subs.write_text("1\n00:00:00,100 --> 00:00:00,400\nhello\n")
+    done = polydub("run", str(video), "--subs", str(subs), "--to", "en", "-o", str(tmp_path / "out.mp4"),
+                   tmp=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "short.mp4" in done.stderr and "shorter than the 1.00 s" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("which", ["video", "subtitles"])
+def test_an_output_that_is_an_input_is_refused_before_any_work(tmp_path: Path, which: str) -> None:
+    """``-o`` the video itself, or an output whose subtitles (OUT.LANG.srt) are the given subtitles."""
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"not touched")
+    output = video if which == "video" else tmp_path / "out.mp4"
+    subs = tmp_path / ("clip.srt" if which == "video" else "out.en.srt")
+    subs.write_text("1\n00:00:00,100 --> 00:00:00,400\nhello\n")
+    done = polydub("run", str(video), "--subs", str(subs), "--to", "en", "-o", str(output), tmp=tmp_path)
+    assert done.returncode == 2, done.stderr
+    named = video if which == "video" else subs
+    assert f"would overwrite the input {named}" in done.stderr, done.stderr
+    assert video.read_bytes() == b"not touched"

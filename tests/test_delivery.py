@@ -281,7 +281,7 @@ async def test_tts_always_failing_ends_with_one_inference_failed(
     (failed,) = reader.of(DubFailed, submitted.job_id)
     assert failed.status is StatusCode.INFERENCE_FAILED
     assert failed.stage == "synthesis"
-    assert failed.reason.endswith("(gave up after 3 attempts)")
+    assert "(gave up after 3 attempts," in failed.reason
     assert reader.of(DubCompleted, submitted.job_id) == []
     assert [r.attempt for r in reader.of(RetryScheduled, submitted.job_id)] == [1, 2]
     assert inference.calls["tts_espeak"] == 3

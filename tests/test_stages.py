@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from handlers.app import STAGE_CLASSES
@@ -40,7 +41,7 @@ from handlers.runtime.objectstore import LocalObjectStore
 from handlers.runtime.retries import relay_retry
 from handlers.runtime.served import model_parameters
 from handlers.runtime.settings import Settings
-from handlers.runtime.stagekit import StageBase, StageDeps
+from handlers.runtime.stagekit import JobFailures, StageBase, StageDeps
 from handlers.sample import SampleFiles, make_sample
 from schemas.errors import PolydubError
 from schemas.events import (
@@ -130,9 +131,9 @@ class Pipeline:
             queue.extend((t, payload, a) for t, payload, _, a in self.publisher.raw[n_raw:])
         return outcomes
 
-    async def mark_failed(self, event: Envelope, error: PolydubError) -> None:
+    async def mark_failed(self, event: Envelope, error: PolydubError, failed: DubFailed) -> None:
         """The ``on_failure`` hook the workers install (``handlers.app.build_broker``)."""
-        JobState(self.store, event.job_id).mark("failed", error.as_dict())
+        await JobFailures(self.store, self.publisher)(event, error, failed)
 
     def snapshot(self, job_id: str, *, with_state: bool = True) -> dict[str, str]:
         """sha256 of every object of the job (optionally without the state rows and markers)."""
@@ -323,7 +324,7 @@ async def test_tts_always_failing_fails_the_job_once_after_the_bounded_attempts(
     (failed,) = pipeline.publisher.of_type(DubFailed)
     assert failed.status is StatusCode.INFERENCE_FAILED
     assert failed.stage == "synthesis"
-    assert failed.reason.endswith("(gave up after 3 attempts)")
+    assert "(gave up after 3 attempts," in failed.reason
     assert "tts_espeak" in failed.reason
     assert pipeline.counts()["dub.completed"] == 0
     assert pipeline.counts()["chunk.synthesized"] == 0
@@ -382,17 +383,42 @@ async def test_source_that_is_not_a_video_is_rejected_naming_its_uri(sample: Sam
     assert "polydub-ingest-" not in failed.reason
 
 
-async def test_subtitles_past_the_end_are_rejected_naming_the_cue(sample: SampleFiles, tmp_path: Path) -> None:
-    subs = tmp_path / "late.srt"
-    subs.write_text("1\n00:00:01,000 --> 00:00:02,000\n안녕하세요.\n\n"
-                    "2\n00:00:07,000 --> 00:00:08,500\n너무 늦었어요.\n", encoding="utf-8")
+async def test_untidy_subtitles_are_fixed_and_the_fixes_reach_the_qc_report(
+    sample: SampleFiles, tmp_path: Path
+) -> None:
+    """One speaker's short overlap is trimmed, a cue past the end clipped, one after it dropped: the
+    job completes, and the manifest, ``qc.json`` and the page each say what was changed."""
+    from handlers.runtime.media import probe
 
-    _, failed = await _ingest_failure(
-        tmp_path, _submission(sample, subtitles=SubtitlesRef(uri=subs.as_uri(), format="srt"))
-    )
+    end = probe(sample.video).duration_s
+    subs = tmp_path / "untidy.srt"
+    subs.write_text("1\n00:00:00,500 --> 00:00:02,300\n여러분, 좋은 아침이에요.\n\n"
+                    "2\n00:00:02,000 --> 00:00:03,700\n오늘 어떻게 지내세요?\n\n"
+                    f"3\n00:00:03,800 --> {_srt(end + 0.8)}\n좋아요.\n\n"
+                    f"4\n{_srt(end + 0.2)} --> {_srt(end + 1.0)}\n너무 늦었어요.\n", encoding="utf-8")
+    pipeline = _pipeline(tmp_path)
+    submitted = _submission(sample, TTS_ONLY, subtitles=SubtitlesRef(uri=subs.as_uri(), format="srt"))
 
-    assert "line 6" in failed.reason and "00:00:07" in failed.reason, failed.reason
-    assert "video's end" in failed.reason
+    await pipeline.drive([submitted])
+
+    assert pipeline.counts()["dub.completed"] == 1, pipeline.publisher.of_type(DubFailed)
+    state = JobState(pipeline.store, submitted.job_id)
+    manifest = state.read_json("manifest.json")
+    assert [(s["start_s"], s["end_s"]) for s in manifest["segments"]] == [(0.5, 2.0), (2.0, 3.7), (3.8, end)]
+    fixes = manifest["input_fixes"]
+    assert len(fixes) == 3, fixes
+    assert "line 2" in fixes[0] and "overlapped" in fixes[0]
+    assert "line 10" in fixes[1] and "clipped" in fixes[1]
+    assert "line 14" in fixes[2] and "dropped" in fixes[2]
+    report = state.read_json("output/qc.json")
+    assert report["input_fixes"] == fixes
+    page = pipeline.store.get_bytes(keys.output_key(submitted.job_id, "qc.html")).decode()
+    assert page.count("<b>input fixed</b>") == 3
+
+
+def _srt(seconds: float) -> str:
+    whole_ms = round(seconds * 1000)
+    return f"00:00:{whole_ms // 1000:02d},{whole_ms % 1000:03d}"
 
 
 async def test_reference_for_an_unknown_speaker_is_rejected(sample: SampleFiles, tmp_path: Path) -> None:
@@ -534,3 +560,65 @@ async def test_a_voice_map_that_cannot_be_served_is_rejected_at_ingest(
     assert expected in failed.reason, failed.reason
     if "unknown RVC voice" in expected:
         assert "voices available: alice, bob" in (failed.fix or "")
+
+
+# --- a speaker whose reference cannot be used ------------------------------------------
+
+
+async def test_a_speaker_with_an_unusable_reference_falls_back_and_the_job_is_not_retried(
+        sample: SampleFiles, tmp_path: Path) -> None:
+    """BOB's given reference is half a second of silence (WORLD cannot estimate a voice from it):
+    BOB is converted toward the whole soundtrack's speech, the report says so, nothing is retried."""
+    from handlers.runtime.wav import encode_wav
+
+    silence = tmp_path / "bob.wav"
+    silence.write_bytes(encode_wav(np.zeros(11025, dtype=np.float32), 22050))
+    pipeline = _pipeline(tmp_path)
+    submitted = _submission(sample, EngineChoice(vc="world", lipsync="none"),
+                            subtitles=_two_speakers(sample, tmp_path), speaker_references={"BOB": silence.as_uri()})
+
+    outcomes = await pipeline.deliver(submitted)
+
+    assert Outcome.RETRY_SCHEDULED not in outcomes and pipeline.publisher.of_type(RetryScheduled) == []
+    assert pipeline.counts()["job.merged"] == 1
+    assert all(f.stage == "qc" for f in pipeline.publisher.of_type(DubFailed))  # QC's verdict, if any
+    report = JobState(pipeline.store, submitted.job_id).read_json("output/qc.json")
+    (fix,) = report["input_fixes"]
+    assert fix.startswith("speaker 'BOB': ") and "whole soundtrack's speech" in fix, fix
+    assert "ALICE" not in fix
+
+
+async def test_an_unusable_input_fails_fast_as_input_rejected(tmp_path: Path) -> None:
+    """A model's refusal of the input itself is INPUT_REJECTED and not retryable, in process and over Triton."""
+    from handlers.runtime.inference import model_refusal
+    from schemas.errors import UnusableInputError
+    from serving.specs import UnusableInput
+
+    client = LocalInferenceClient()
+    silent = {"WAVEFORM": np.zeros(22050, dtype=np.float32), "SAMPLE_RATE": np.int32(22050),
+              "REFERENCE": np.zeros(11025, dtype=np.float32)}
+    from serving.interfaces import VC
+
+    with pytest.raises(UnusableInputError) as err:
+        await client.infer_items("vc_world", VC, [silent])
+    assert err.value.code is StatusCode.INPUT_REJECTED and not err.value.retryable
+    assert "vc_world" in err.value.reason and "unusable input" not in err.value.reason
+    over_triton = model_refusal("vc_world", f"Failed to process the request(s): {UnusableInput('too short')}")
+    assert isinstance(over_triton, UnusableInputError) and over_triton.reason.endswith("too short")
+    assert model_refusal("vc_world", "CUDA out of memory").retryable
+
+
+async def test_a_clip_too_short_to_dub_is_rejected_at_ingest_once(sample: SampleFiles, tmp_path: Path) -> None:
+    """dub.failed INPUT_REJECTED naming the submitted URI, no retry."""
+    from tests.test_media import make_video
+
+    video = make_video(tmp_path / "short.mp4", duration_s=0.5)
+    subs = tmp_path / "s.srt"
+    subs.write_text("1\n00:00:00,100 --> 00:00:00,400\nhello\n")
+    submitted = _submission(sample, source_uri=video.as_uri(),
+                            subtitles=SubtitlesRef(uri=subs.as_uri(), format="srt"))
+
+    pipeline, failed = await _ingest_failure(tmp_path, submitted)
+
+    assert video.as_uri() in failed.reason and "shorter than" in failed.reason, failed.reason
+    assert pipeline.publisher.of_type(RetryScheduled) == []

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from handlers.runtime.subtitles import (
-    END_TOLERANCE_S,
     Segment,
+    fit_segments,
     parse_srt,
     parse_subtitles,
     parse_vtt,
@@ -206,7 +206,7 @@ def test_validate_overlap_with_an_earlier_long_cue() -> None:
 
 
 def test_validate_trims_millisecond_overlaps_and_clamps_the_end() -> None:
-    segs = [_seg(1, 1.0, 2.0005), _seg(2, 2.0, 3.0), _seg(3, 3.5, 5.0 + END_TOLERANCE_S / 2)]
+    segs = [_seg(1, 1.0, 2.0005), _seg(2, 2.0, 3.0), _seg(3, 3.5, 5.25)]
     out = validate_segments(segs, video_duration_s=5.0)
     assert out[0].end_s == 2.0
     assert out[2].end_s == 5.0
@@ -218,7 +218,6 @@ def test_validate_trims_millisecond_overlaps_and_clamps_the_end() -> None:
         (_seg(1, 2.0, 2.0, line=7), "zero duration"),
         (_seg(1, 3.0, 2.0, line=7), "negative duration"),
         (_seg(1, 1.0, 2.0, text="  ", line=7), "no text"),
-        (_seg(1, 8.0, 12.0, line=7), "past the video's end"),
         (_seg(1, 10.5, 11.0, line=7), "after the video's end"),
     ],
 )
@@ -266,3 +265,61 @@ def test_vtt_round_trip() -> None:
     assert [(s.start_s, s.end_s, s.text, s.speaker) for s in back] == [
         (s.start_s, s.end_s, s.text, s.speaker) for s in segs
     ]
+
+
+def _spk(index: int, start: float, end: float, speaker: str | None) -> Segment:
+    return Segment(index, start, end, "text", speaker, line=index * 4 - 2)
+
+
+def test_fit_trims_a_short_overlap_of_one_speaker_with_a_warning() -> None:
+    fitted = fit_segments([_spk(1, 1.0, 3.3, "ANNA"), _spk(2, 3.0, 4.0, "ANNA")], max_overlap_s=0.5)
+    assert [(s.start_s, s.end_s) for s in fitted.segments] == [(1.0, 3.0), (3.0, 4.0)]
+    assert len(fitted.fixes) == 1
+    assert "line 2" in fitted.fixes[0] and "line 6" in fitted.fixes[0] and "0.300s" in fitted.fixes[0]
+
+
+def test_fit_refuses_an_overlap_of_one_speaker_beyond_the_bound() -> None:
+    with pytest.raises(InputError) as err:
+        fit_segments([_spk(1, 1.0, 3.3, "ANNA"), _spk(2, 3.0, 4.0, "ANNA")], max_overlap_s=0.2)
+    assert "line 6" in err.value.reason and "0.300s" in err.value.reason
+    assert "POLYDUB_SUBTITLE_MAX_OVERLAP_S" in (err.value.fix or "")
+
+
+def test_fit_keeps_overlaps_of_different_speakers() -> None:
+    segs = [_spk(1, 1.0, 4.0, "ANNA"), _spk(2, 2.0, 5.0, "BEN"), _spk(3, 4.2, 6.0, "ANNA")]
+    fitted = fit_segments(segs, video_duration_s=10.0)
+    assert [(s.start_s, s.end_s, s.speaker) for s in fitted.segments] == [
+        (1.0, 4.0, "ANNA"), (2.0, 5.0, "BEN"), (4.2, 6.0, "ANNA")]
+    assert fitted.fixes == []
+
+
+def test_fit_clips_cues_past_the_end_and_drops_those_after_it() -> None:
+    segs = [_spk(1, 1.0, 2.0, None), _spk(2, 8.0, 12.0, None), _spk(3, 10.5, 11.0, None)]
+    fitted = fit_segments(segs, video_duration_s=10.0)
+    assert [(s.start_s, s.end_s) for s in fitted.segments] == [(1.0, 2.0), (8.0, 10.0)]
+    assert len(fitted.fixes) == 2
+    assert "line 6" in fitted.fixes[0] and "clipped" in fitted.fixes[0]
+    assert "line 10" in fitted.fixes[1] and "dropped" in fitted.fixes[1]
+
+
+def test_fit_refuses_what_cannot_be_dubbed_even_among_fixable_cues() -> None:
+    segs = [_spk(1, 1.0, 2.2, None), _spk(2, 2.0, 3.0, None), _spk(3, 4.0, 3.5, None)]
+    with pytest.raises(InputError) as err:
+        fit_segments(segs, video_duration_s=10.0)
+    assert "line 10" in err.value.reason and "negative duration" in err.value.reason
+
+
+def test_fit_refuses_an_overlap_that_would_leave_no_slot() -> None:
+    with pytest.raises(InputError, match="overlaps"):
+        fit_segments([_spk(1, 1.0, 1.2, None), _spk(2, 1.0, 2.0, None)])
+
+
+def test_synthesis_lets_overlapping_speakers_speak_their_whole_slots() -> None:
+    """Another speaker's cue inside a slot does not cut its speech short; the same speaker's next cue does."""
+    from handlers.synthesis import _next_start
+
+    segments = [{"start_s": 1.0, "end_s": 4.0, "speaker": "ANNA"}, {"start_s": 2.0, "end_s": 5.0, "speaker": "BEN"},
+                {"start_s": 4.5, "end_s": 6.0, "speaker": "ANNA"}, {"start_s": 7.0, "end_s": 8.0, "speaker": "BEN"}]
+    assert _next_start(segments[0], segments, 10.0) == 4.5  # BEN's overlapping cue is ignored
+    assert _next_start(segments[1], segments, 10.0) == 7.0  # ANNA's 4.5 starts inside BEN's slot
+    assert _next_start(segments[3], segments, 10.0) == 10.0

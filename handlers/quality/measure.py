@@ -14,6 +14,7 @@ client (``speaker_encoder``, ``av_sync``, ``asr``); the rest is
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterator
@@ -49,10 +50,11 @@ from handlers.runtime.media import MediaInfo, channel_names, default_layout, ite
 from handlers.runtime.mix import loudness_profile
 from handlers.runtime.settings import Settings
 from handlers.runtime.subtitles import language_tag
-from schemas.errors import InputError
+from schemas.errors import InputError, UnusableInputError
 from serving.interfaces import ASR, ASR_SHIPPED_LANGUAGE, AV_SYNC, SPEAKER
 from serving.specs import scalar
 
+log = logging.getLogger(__name__)
 SPEAKER_MODEL = "speaker_encoder"
 AV_SYNC_MODEL = "av_sync"
 ASR_MODEL = "asr"
@@ -171,8 +173,14 @@ async def measure_speakers(inference: InferenceClient, timing: list[SegmentTimin
         clips = [(reference, ref_rate), (_speech_of(media.dub, media.rate, spans[speaker]), media.rate)]
         if media.dub_before is not None:
             clips.append((_speech_of(media.dub_before, media.rate, spans[speaker]), media.rate))
-        out = await inference.infer_items(SPEAKER_MODEL, SPEAKER, [
-            {"WAVEFORM": clip, "SAMPLE_RATE": np.int32(rate)} for clip, rate in clips])
+        try:
+            out = await inference.infer_items(SPEAKER_MODEL, SPEAKER, [
+                {"WAVEFORM": clip, "SAMPLE_RATE": np.int32(rate)} for clip, rate in clips])
+        except UnusableInputError as exc:
+            # A reference (or dub) with too little speech to embed: that speaker's voice cannot be
+            # measured, which the report shows as a missing row; the QC verdict is not retried for it.
+            log.warning("speaker similarity not measured", extra={"speaker": speaker, "reason": exc.reason})
+            continue
         emb = np.stack([item["EMBEDDING"] for item in out]).astype(np.float64)
         results.append(SpeakerSimilarity(
             speaker=speaker,

@@ -400,6 +400,7 @@ def render_html(report: dict[str, Any]) -> str:
         banner = '<div class="banner pass">QC passed: every check is within its limits</div>'
     issues = "".join(f'<li class="fail"><b>{_e(c["name"])}</b>: {_e(c["reason"])}</li>' for c in failed)
     issues += "".join(f'<li class="warn"><b>{_e(c["name"])}</b> (warning): {_e(c["reason"])}</li>' for c in warned)
+    issues += "".join(f'<li class="warn"><b>input fixed</b>: {_e(fix)}</li>' for fix in report.get("input_fixes", []))
     engines = report.get("engines", {})
     media = report["media"]
     t = report["thresholds"]

@@ -26,14 +26,21 @@ from schemas.errors import InputError, ObjectNotFound
 
 def build_report(job_id: str, manifest: dict[str, Any], m: Measurements, checks: list[Check],
                  thresholds: Thresholds, stage_timings: dict[str, float],
-                 engine_versions: dict[str, str] | None = None) -> dict[str, Any]:
-    """The full QC report (``qc.json``): verdict, every check, per-segment and per-chunk rows."""
+                 engine_versions: dict[str, str] | None = None,
+                 input_fixes: list[str] | None = None) -> dict[str, Any]:
+    """The full QC report (``qc.json``): verdict, every check, per-segment and per-chunk rows.
+
+    ``input_fixes`` lists what the pipeline changed or fell back on because of the input
+    (a clipped cue, a speaker dubbed without voice conversion); the manifest's own
+    subtitle fixes come first. They pass no verdict, but a person must see them.
+    """
     failed = [c.name for c in checks if c.gate and not c.passed]
     return {
         "job_id": job_id,
         "passed": not failed,
         "failed_checks": failed,
         "warnings": [c.name for c in checks if not c.gate and not c.passed],
+        "input_fixes": [*manifest.get("input_fixes", []), *(input_fixes or [])],
         "target_lang": manifest["target_lang"],
         "engines": manifest["engines"],
         "thresholds": asdict(thresholds),

@@ -11,7 +11,7 @@ Delivery is at-least-once and every stage is idempotent, so the rules are:
   (exponential backoff, bounded); the retry relay (:mod:`handlers.runtime.retries`)
   republishes it to its stage's topic when due, each retry on its own timer,
   so a long backoff does not delay a retry due sooner. Past
-  ``POLYDUB_RETRY_MAX_ATTEMPTS`` the job fails with the error's status code and
+  the retry budget (``POLYDUB_RETRY_BUDGET_S`` of backoff) the job fails with the error's status code and
   reason.
 * A payload that does not parse goes to ``dub.dead-letter`` with the error and
   the raw bytes; nothing is dropped silently.
@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,17 +36,18 @@ from enum import Enum
 from typing import Any, ClassVar, Protocol
 
 import orjson
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel
 
 from handlers.runtime.logs import bind_job
 from handlers.runtime.metrics import FAILURES, IN_FLIGHT, STAGE_OUTCOMES
 from handlers.runtime.settings import Settings
-from handlers.runtime.telemetry import start_span
+from handlers.runtime.telemetry import consumer_attributes, start_span
 from schemas.errors import PolydubError
 from schemas.events import DeadLetter, DubFailed, Envelope, RetryScheduled
 from schemas.serialization import EventDecodeError, decode_event, encode_event
 from schemas.status import StatusCode
-from schemas.topics import TOPIC_OF_EVENT, event_key, topic_name
+from schemas.topics import ALL_TOPICS, TOPIC_OF_EVENT, event_key, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,8 @@ HEADER_ATTEMPT = "polydub-attempt"
 # Pause after a failed publish before the rewound message is read again (or, in the
 # retry relay, before the republish is tried again).
 REDELIVERY_PAUSE_S = 1.0
+#: Bytes of an oversized event kept in its dead letter: enough to see what it was, small enough to publish.
+DEAD_LETTER_KEEP_BYTES = 4096
 
 
 class Publisher(Protocol):
@@ -92,6 +96,15 @@ class KafkaPublisher:
 
     async def publish(self, event: BaseModel, attempt: int = 0) -> None:
         topic = TOPIC_OF_EVENT[event.event_type]  # type: ignore[attr-defined]
+        if isinstance(event, DeadLetter) and (event.original_key is not None or event.original_headers):
+            # The original record's key and headers, so the dead letter lands with its job and trace.
+            await self._broker.publish(
+                encode_event(event),
+                topic_name(topic, self._prefix),
+                key=event.original_key.encode() if event.original_key is not None else None,
+                headers={**event.original_headers, HEADER_ATTEMPT: str(attempt), "content-type": "application/json"},
+            )
+            return
         key = event_key(topic, getattr(event, "job_id", None), getattr(event, "chunk_index", None))
         await self.publish_raw(topic, encode_event(event), key, attempt)
 
@@ -127,6 +140,9 @@ class Source:
     topic: str
     partition: int | None = None
     offset: int | None = None
+    #: The record's Kafka key and headers: a dead letter keeps them, so it can be traced and replayed.
+    key: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def backoff_seconds(attempt: int, settings: Settings) -> float:
@@ -134,7 +150,31 @@ def backoff_seconds(attempt: int, settings: Settings) -> float:
     return min(settings.retry_backoff_max_s, settings.retry_backoff_s * 2 ** (attempt - 1))
 
 
-OnFailure = Callable[[Envelope, PolydubError], Awaitable[None]]
+def backoff_total_s(attempt: int, settings: Settings) -> float:
+    """Time an event has waited in backoff once ``attempt`` (1-based) is due: the budget's clock.
+
+    Counted from the attempt number, not read from a clock, so a retry carries
+    no extra state and every worker agrees on when the budget is spent.
+    """
+    return sum(backoff_seconds(a, settings) for a in range(1, attempt + 1))
+
+
+def may_retry(next_attempt: int, settings: Settings) -> bool:
+    """Whether ``next_attempt`` fits the retry budget (time, and the optional attempt bound)."""
+    if settings.retry_max_attempts and next_attempt >= settings.retry_max_attempts:
+        return False
+    return backoff_total_s(next_attempt, settings) <= settings.retry_budget_s
+
+
+#: Records a job's failure and announces it (``dub.failed``) once; given, it owns publishing
+#: the ``dub.failed`` the bus built (see :class:`handlers.runtime.stagekit.JobFailures`).
+OnFailure = Callable[[Envelope, PolydubError, DubFailed], Awaitable[None]]
+FAILURE_NAMESPACE = uuid.UUID("0d6f3b8e-4c1a-4f7e-9b2d-6a5e8c7f1a24")
+
+
+def failure_event_id(job_id: str) -> str:
+    """The one ``event_id`` a job's ``dub.failed`` ever has: a repeat is recognisably the same event."""
+    return str(uuid.uuid5(FAILURE_NAMESPACE, job_id))
 
 
 async def process_event(
@@ -168,6 +208,14 @@ async def _process(
     settings: Settings,
     on_failure: OnFailure | None = None,
 ) -> Outcome:
+    if len(raw) > settings.max_event_bytes:
+        # Refused unread: parsing it (or handing it to a stage) is what a huge event would exploit.
+        error = (f"the event is {len(raw)} bytes, larger than the {settings.max_event_bytes} bytes "
+                 "POLYDUB_MAX_EVENT_BYTES allows; put large data (subtitles, media) in the object store and "
+                 f"send its URI (the first {DEAD_LETTER_KEEP_BYTES} bytes are kept here)")
+        await publisher.publish(dead_letter(raw[:DEAD_LETTER_KEEP_BYTES], error, source))
+        log.warning("dead-lettered an oversized event", extra={"bytes": len(raw)})
+        return Outcome.DEAD_LETTERED
     try:
         event = decode_event(raw, stage.consumes)
     except EventDecodeError as exc:
@@ -178,6 +226,11 @@ async def _process(
     chunk_index = getattr(event, "chunk_index", None)
     with bind_job(event.job_id, stage=stage.name, chunk_index=chunk_index, attempt=attempt), start_span(
         f"stage.{stage.name}",
+        kind=SpanKind.CONSUMER,
+        **consumer_attributes(topic_name(source.topic, settings.topic_prefix) if source.topic in ALL_TOPICS
+                              else source.topic,
+                              f"{settings.consumer_group_prefix}.{stage.name}", source.partition, source.offset,
+                              source.key),
         job_id=event.job_id,
         stage=stage.name,
         chunk_index=chunk_index,
@@ -199,7 +252,7 @@ async def _process(
         span.set_attribute("error.reason", error.reason)
 
         next_attempt = attempt + 1
-        if error.retryable and next_attempt < settings.retry_max_attempts:
+        if error.retryable and may_retry(next_attempt, settings):
             delay = backoff_seconds(next_attempt, settings)
             await publisher.publish(
                 RetryScheduled(
@@ -217,8 +270,10 @@ async def _process(
 
         reason = error.reason
         if error.retryable:
-            reason = f"{reason} (gave up after {next_attempt} attempts)"
+            waited = backoff_total_s(attempt, settings)
+            reason = f"{reason} (gave up after {next_attempt} attempts, {waited:.0f} s of retries)"
         failed = DubFailed(
+            event_id=failure_event_id(event.job_id),
             job_id=event.job_id,
             status=error.code,
             stage=stage.name,  # type: ignore[arg-type]
@@ -226,12 +281,12 @@ async def _process(
             fix=error.fix,
             chunk_index=chunk_index,
         )
-        # Publish first, then mark: a marker written before a publish that fails
-        # would make the redelivered event skip as "already failed", and
-        # dub.failed would never be sent. The other order risks only a duplicate.
-        await publisher.publish(failed)
+        # The hook records the failure before announcing it, so a store outage
+        # cannot leave a dub.failed without its marker (redelivered, announced again).
         if on_failure is not None:
-            await on_failure(event, error)
+            await on_failure(event, error, failed)
+        else:
+            await publisher.publish(failed)
         log.error("job failed", extra={"code": int(error.code), "reason": reason})
         return Outcome.FAILED
 
@@ -254,6 +309,8 @@ def dead_letter(raw: bytes, error: str, source: Source) -> DeadLetter:
         source_topic=source.topic,
         partition=source.partition,
         offset=source.offset,
+        original_key=source.key,
+        original_headers=dict(source.headers),
         error=error,
         raw_payload=text,
         payload_encoding=encoding,  # type: ignore[arg-type]
@@ -270,7 +327,10 @@ def register_stage(broker: Any, stage: Stage, settings: Settings, publisher: Pub
 
     async def on_message(msg: KafkaMessage) -> None:
         raw_msg = msg.raw_message
-        source = Source(topic, getattr(raw_msg, "partition", None), getattr(raw_msg, "offset", None))
+        raw_key = getattr(raw_msg, "key", None)
+        source = Source(topic, getattr(raw_msg, "partition", None), getattr(raw_msg, "offset", None),
+                        key=raw_key.decode("utf-8", "replace") if isinstance(raw_key, bytes) else raw_key,
+                        headers=_text_headers(msg.headers))
         attempt = _attempt_of(msg.headers)
         try:
             await process_event(stage, msg.body, attempt, source, publisher, settings, on_failure)
@@ -295,6 +355,12 @@ def register_stage(broker: Any, stage: Stage, settings: Settings, publisher: Pub
         title=f"{stage.name}",
         description=(stage.__doc__ or "").strip().splitlines()[0] if stage.__doc__ else None,
     )(on_message)
+
+
+def _text_headers(headers: dict[str, Any] | None) -> dict[str, str]:
+    """A record's headers as text (Kafka header values are bytes)."""
+    return {str(name): value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            for name, value in (headers or {}).items()}
 
 
 def _attempt_of(headers: dict[str, Any] | None) -> int:

@@ -14,24 +14,31 @@ names are the Triton model names. Stages rarely build those by hand:
 family's specs (:mod:`serving.interfaces`) and unpacks the response the same
 way, so padding and lengths live in one place (:mod:`serving.batching`).
 Failures become :class:`~schemas.errors.InferenceError` (retryable)
-with the model name and the server's reason.
+with the model name and the server's reason. A Triton that stops answering
+opens the client's :class:`CircuitBreaker`: calls wait for it to come back
+(one readiness probe at a time) instead of burning retry attempts, and fail
+with the outage's length once it outlasts the retry budget.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from handlers.runtime.settings import Settings
-from schemas.errors import InferenceError
+from handlers.runtime.settings import Settings, get_settings
+from schemas.errors import InferenceError, UnusableInputError
 from serving.batching import join_items, run_batch, split_batch
-from serving.specs import Interface, Item
+from serving.specs import UNUSABLE_INPUT, Interface, Item, is_unusable_input
 
 Arrays = dict[str, np.ndarray]
+log = logging.getLogger(__name__)
 
 
 class InferenceClient(Protocol):
@@ -40,6 +47,16 @@ class InferenceClient(Protocol):
     async def infer_items(self, model: str, interface: Interface, items: Sequence[Item]) -> list[Item]: ...
 
     async def close(self) -> None: ...
+
+
+def model_refusal(model: str, message: str) -> InferenceError | UnusableInputError:
+    """A model's refusal of a request: the input's condition (never retried) or an inference failure."""
+    if is_unusable_input(message):
+        return UnusableInputError(
+            f"model {model!r} cannot use the input: {message.split(UNUSABLE_INPUT, 1)[-1]}",
+            "give a longer or clearer clip of that speaker's voice",
+        )
+    return InferenceError(f"model {model!r} rejected the request: {message}")
 
 
 class ItemsClient:
@@ -99,7 +116,7 @@ class LocalInferenceClient(ItemsClient):
             try:
                 return run_batch(served, inputs)
             except ValueError as exc:
-                raise InferenceError(f"model {model!r} rejected the request: {exc}") from exc
+                raise model_refusal(model, str(exc)) from exc
 
     async def infer(self, model: str, inputs: Arrays) -> Arrays:
         return await asyncio.to_thread(self.infer_sync, model, inputs)
@@ -116,16 +133,111 @@ _NP_TO_TRITON = {
 }
 
 
-class TritonInferenceClient(ItemsClient):
-    """Triton over gRPC; one channel per process, reused by every call."""
+#: The gRPC status of a server that does not answer at all (down, restarting, unreachable).
+UNAVAILABLE = "StatusCode.UNAVAILABLE"
 
-    def __init__(self, url: str, timeout_s: float) -> None:
+
+@dataclass(frozen=True)
+class BreakerPolicy:
+    """When the circuit breaker opens, how it probes, how long callers wait (see :class:`CircuitBreaker`)."""
+
+    failures: int
+    probe_s: float
+    wait_s: float
+    budget_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BreakerPolicy:
+        return cls(settings.inference_breaker_failures, settings.inference_breaker_probe_s,
+                   settings.inference_breaker_wait_s, settings.retry_budget_s)
+
+
+class CircuitBreaker:
+    """Holds calls off a server that is down, so a restart costs waiting, not retry attempts.
+
+    Closed: calls go through; ``policy.failures`` consecutive "unavailable"
+    answers open it. Open: :meth:`admit` waits, and every ``policy.probe_s`` one
+    caller runs the readiness probe (half-open); the first success closes it and
+    releases every waiter. A caller waits at most ``policy.wait_s`` (then it fails
+    as one retryable attempt, within the handler's poll interval); once the
+    server has been down longer than ``policy.budget_s`` (the retry budget) the
+    call fails for good, naming how long, so a dead server fails jobs instead of
+    holding them forever.
+    """
+
+    def __init__(self, policy: BreakerPolicy, probe: Callable[[], Awaitable[bool]], target: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.policy = policy
+        self._probe = probe
+        self._target = target
+        self._clock = clock
+        self._consecutive = 0
+        #: When the breaker opened (``None``: closed).
+        self.opened_at: float | None = None
+        self._probing = asyncio.Lock()
+        self.last_error = ""
+        #: How often it opened (metrics and tests).
+        self.openings = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self.opened_at is not None
+
+    def record_success(self) -> None:
+        if self.opened_at is not None:
+            log.warning("inference server is back; circuit breaker closed",
+                        extra={"target": self._target, "down_s": round(self._clock() - self.opened_at, 1)})
+        self._consecutive = 0
+        self.opened_at = None
+
+    def record_unavailable(self, error: str) -> None:
+        self.last_error = error
+        self._consecutive += 1
+        if self.opened_at is None and self._consecutive >= self.policy.failures:
+            self.opened_at = self._clock()
+            self.openings += 1
+            log.warning("inference server unavailable; circuit breaker open, calls wait for it",
+                        extra={"target": self._target, "failures": self._consecutive, "error": error})
+
+    async def admit(self, model: str) -> None:
+        """Return when a call may go out; raise :class:`InferenceError` when waiting must end."""
+        started = self._clock()
+        while self.opened_at is not None:
+            down_s = self._clock() - self.opened_at
+            if down_s > self.policy.budget_s:
+                error = InferenceError(
+                    f"{self._target} has been unreachable for {down_s:.0f} s, longer than the retry budget "
+                    f"({self.policy.budget_s:.0f} s); model {model!r} was not run (last error: {self.last_error})",
+                    "bring Triton back (`polydub stack status`, the tritonserver log) and resubmit the job",
+                )
+                error.retryable = False
+                raise error
+            if self._clock() - started > self.policy.wait_s:
+                raise InferenceError(
+                    f"{self._target} unreachable for {down_s:.0f} s; model {model!r} waited "
+                    f"{self.policy.wait_s:.0f} s for it (last error: {self.last_error})",
+                    "check `polydub stack status` and the tritonserver log",
+                )
+            if not self._probing.locked():
+                async with self._probing:
+                    if await self._probe():
+                        self.record_success()
+                        return
+            await asyncio.sleep(self.policy.probe_s)
+
+
+class TritonInferenceClient(ItemsClient):
+    """Triton over gRPC; one channel per process, reused by every call, behind a circuit breaker."""
+
+    def __init__(self, url: str, timeout_s: float, breaker: BreakerPolicy | None = None) -> None:
         import tritonclient.grpc.aio as grpcclient
 
         self._grpc = grpcclient
         self._client = grpcclient.InferenceServerClient(url=url)
         self._timeout_s = timeout_s
         self._url = url
+        self.breaker = CircuitBreaker(
+            breaker or BreakerPolicy.from_settings(get_settings()), self.is_server_ready, f"Triton at {url}")
 
     async def infer(self, model: str, inputs: Arrays) -> Arrays:
         from tritonclient.utils import InferenceServerException
@@ -143,6 +255,7 @@ class TritonInferenceClient(ItemsClient):
             tensor = self._grpc.InferInput(name, list(array.shape), _NP_TO_TRITON[array.dtype])
             tensor.set_data_from_numpy(array)
             infer_inputs.append(tensor)
+        await self.breaker.admit(model)
         try:
             result = await self._client.infer(
                 model,
@@ -151,10 +264,15 @@ class TritonInferenceClient(ItemsClient):
                 client_timeout=self._timeout_s,
             )
         except InferenceServerException as exc:
+            if is_unusable_input(exc.message() or ""):  # the input's condition: the server is fine
+                raise model_refusal(model, exc.message()) from exc
+            if exc.status() == UNAVAILABLE:
+                self.breaker.record_unavailable(exc.message() or UNAVAILABLE)
             raise InferenceError(
                 f"Triton at {self._url} failed model {model!r}: {exc.message()}",
                 "check `polydub stack status` and the tritonserver log",
             ) from exc
+        self.breaker.record_success()
         response = result.get_response()
         return {out.name: result.as_numpy(out.name) for out in response.outputs}
 
@@ -167,6 +285,15 @@ class TritonInferenceClient(ItemsClient):
         except (InferenceServerException, OSError):
             return False
 
+    async def is_server_ready(self) -> bool:
+        """Whether Triton answers and has every model ready (the breaker's half-open probe)."""
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return bool(await self._client.is_server_ready(client_timeout=self._timeout_s))
+        except (InferenceServerException, OSError):
+            return False
+
     async def close(self) -> None:
         await self._client.close()
 
@@ -174,5 +301,6 @@ class TritonInferenceClient(ItemsClient):
 def open_inference(settings: Settings) -> InferenceClient:
     """The client the settings ask for."""
     if settings.inference == "triton":
-        return TritonInferenceClient(settings.triton_url, settings.triton_timeout_s)
+        return TritonInferenceClient(settings.triton_url, settings.triton_timeout_s,
+                                     BreakerPolicy.from_settings(settings))
     return LocalInferenceClient.from_settings(settings)

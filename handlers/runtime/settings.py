@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serving import MODEL_REPOSITORY
@@ -178,8 +178,29 @@ class Settings(BaseSettings):
         48000, description="Sample rate of the output soundtrack when the source's is below 44.1 kHz (or one AAC "
         "cannot carry), in Hz: 48000 (video's rate) or 44100. A source at 44.1 kHz or more keeps its own rate.",
     )
+    # --- failures: retry budget, inference circuit breaker, stalled work -----------
+    retry_budget_s: float = Field(
+        600.0,
+        gt=0,
+        description="Retry budget of one event, in seconds: a retryable failure is retried with capped "
+        "exponential backoff until the backoffs so far would pass this time, then the job fails with the "
+        "error's code and reason. Minutes, so a rolling restart of Triton or the object store is ridden out.",
+    )
     retry_max_attempts: int = Field(
-        4, ge=1, description="Attempts of one chunk's stage before the job fails."
+        0, ge=0, description="Optional bound on the attempts of one event besides the time budget; 0: "
+        "only `POLYDUB_RETRY_BUDGET_S` bounds them.",
+    )
+    inference_breaker_failures: int = Field(
+        3, ge=1, description="Consecutive `UNAVAILABLE` answers from Triton that open the inference client's "
+        "circuit breaker: calls then wait for Triton to come back instead of failing attempt after attempt.",
+    )
+    inference_breaker_probe_s: float = Field(
+        1.0, gt=0, description="While the breaker is open, how often one readiness probe (half-open) asks "
+        "Triton whether it is back, in seconds.",
+    )
+    inference_breaker_wait_s: float = Field(
+        60.0, gt=0, description="Longest one inference call waits on an open breaker before it fails as one "
+        "attempt (and is retried within the budget); keep it under `POLYDUB_MAX_HANDLER_SECONDS`.",
     )
     retry_backoff_s: float = Field(
         0.5, ge=0.0, description="First retry delay in seconds; doubles on every attempt."
@@ -192,6 +213,53 @@ class Settings(BaseSettings):
         ge=1,
         description="Retries one relay holds in memory waiting for their backoff; at the bound it reads "
         "no more of `dub.retry` until one is republished (backpressure). Waiting retries are uncommitted.",
+    )
+
+    # --- input tolerance ---------------------------------------------------
+    subtitle_max_overlap_s: float = Field(
+        0.5, ge=0.0, description="Longest overlap between consecutive cues of one speaker that ingest trims "
+        "(the earlier cue ends where the next begins, with a warning in the QC report), in seconds; longer "
+        "overlaps are refused. Cues of different speakers may overlap freely (both voices are dubbed).",
+    )
+    min_clip_s: float = Field(
+        1.0, gt=0.0, description="Shortest video polydub dubs, in seconds; shorter clips are refused at ingest "
+        "(there is no room for a dubbed line).",
+    )
+
+    # --- submissions: where sources may come from, and how big a job may be ----
+    allow_file_sources: bool | None = Field(
+        None, description="Accept `file://` sources and references outside the object store: unset allows them "
+        "with the `local` object store (one machine: `polydub run`) and refuses them with `s3` (workers read "
+        "only their bucket); `true`/`false` force it.",
+    )
+    source_hosts: str = Field(
+        "", description="Hosts (`host` or `host:port`, comma separated) from which workers may fetch "
+        "`http(s)://` sources and references, redirects included; empty refuses every HTTP fetch.",
+    )
+    max_event_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest event a consumer accepts, in bytes; a larger one goes to the "
+        "dead-letter topic with the reason.",
+    )
+    max_source_bytes: int = Field(
+        8 * 1024**3, ge=1, description="Largest source video or reference audio ingest copies, in bytes.",
+    )
+    max_subtitle_bytes: int = Field(
+        4 * 1024**2, ge=1, description="Largest subtitle file ingest reads, in bytes.",
+    )
+    max_segments: int = Field(
+        5000, ge=1, description="Most subtitle segments one job may have.",
+    )
+    max_segment_chars: int = Field(
+        500, ge=1, description="Most characters of text one subtitle segment may have.",
+    )
+    max_job_chars: int = Field(
+        200_000, ge=1, description="Most characters of subtitle text one job may have, all segments together.",
+    )
+    max_duration_s: float = Field(
+        4 * 3600.0, gt=0, description="Longest source video a job may dub, in seconds.",
+    )
+    max_video_side: int = Field(
+        4096, ge=16, description="Largest width or height of a source video, in pixels.",
     )
 
     # --- quality control -----------------------------------------------------
@@ -341,6 +409,14 @@ class Settings(BaseSettings):
         if value not in FULL_BAND_RATES:
             raise ValueError(f"{value} Hz is not a full-band rate; use one of {', '.join(map(str, FULL_BAND_RATES))}")
         return value
+
+    @model_validator(mode="after")
+    def _bounded_retries(self) -> Settings:
+        # With no backoff the time budget never runs out: an attempt bound must stand in.
+        if self.retry_max_attempts == 0 and min(self.retry_backoff_s, self.retry_backoff_max_s) <= 0:
+            raise ValueError("POLYDUB_RETRY_BACKOFF_S and POLYDUB_RETRY_BACKOFF_MAX_S must be above 0 unless "
+                             "POLYDUB_RETRY_MAX_ATTEMPTS bounds the retries")
+        return self
 
     @field_validator("log_level")
     @classmethod

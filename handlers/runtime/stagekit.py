@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import tempfile
 import threading
@@ -47,8 +48,8 @@ from handlers.runtime.jobstate import ChunkRow, JobState
 from handlers.runtime.objectstore import ObjectStore
 from handlers.runtime.settings import Settings
 from handlers.runtime.wav import decode_wav, encode_wav, mono
-from schemas.errors import InputError, ObjectNotFound
-from schemas.events import DubStatus, Envelope
+from schemas.errors import InputError, ObjectNotFound, PolydubError
+from schemas.events import DubFailed, DubStatus, Envelope
 from schemas.registry import (
     CHUNK_STAGES,
     STAGE_BY_NAME,
@@ -59,12 +60,69 @@ from schemas.registry import (
     job_progress,
     progress_at,
 )
+from schemas.serialization import decode_event, encode_event
 from schemas.status import StatusCode
 
 T = TypeVar("T")
 E = TypeVar("E", bound=Envelope)
 # Write-once job documents (manifest, plan) kept in memory per stage instance.
 DOCUMENT_CACHE_SIZE = 128
+log = logging.getLogger(__name__)
+
+
+#: The job marker of a failed job (``jobs/{id}/state/failed``).
+FAILED = "failed"
+
+
+class JobFailures:
+    """A job's one failure: recorded in the store before its ``dub.failed`` goes out, announced once.
+
+    The ``failed`` marker is written first, holding the ``dub.failed`` it
+    announces and ``published: false``; then the event is published; then the
+    marker says ``published: true``. A store or broker outage (or a crash) at
+    any step leaves the delivery uncommitted or a marker that the next delivery
+    of any of the job's events finishes (:meth:`resume`) with the same event
+    (same ``event_id``). So a job never gets two different ``dub.failed``, and
+    a failure is never lost; a job already completed gets none (it has its
+    outcome). Markers without the flag (QC's verdict, published first) count
+    as announced.
+    """
+
+    def __init__(self, store: ObjectStore, publisher: Publisher) -> None:
+        self.store = store
+        self.publisher = publisher
+
+    async def __call__(self, event: Envelope, error: PolydubError, failed: DubFailed) -> None:
+        """The bus's ``on_failure`` hook: record, then announce (unless the job has its outcome)."""
+        state = JobState(self.store, event.job_id)
+        if await asyncio.to_thread(state.is_marked, "completed"):
+            log.warning("a late failure of a completed job is not announced", extra={"reason": error.reason})
+            return
+        marker = await asyncio.to_thread(self._marker, state)
+        if marker is None:
+            marker = {**error.as_dict(), "stage": failed.stage, "event": encode_event(failed).decode(),
+                      "published": False}
+            await asyncio.to_thread(state.write_json, f"state/{FAILED}", marker)
+        await self._announce(state, marker)
+
+    async def resume(self, state: JobState) -> None:
+        """Announce the job's recorded failure if that did not happen yet (a guard calls this)."""
+        marker = await asyncio.to_thread(self._marker, state)
+        if marker is not None:
+            await self._announce(state, marker)
+
+    @staticmethod
+    def _marker(state: JobState) -> dict[str, Any] | None:
+        try:
+            return dict(state.read_json(f"state/{FAILED}"))
+        except ObjectNotFound:
+            return None
+
+    async def _announce(self, state: JobState, marker: dict[str, Any]) -> None:
+        if marker.get("published", True) or "event" not in marker:
+            return
+        await self.publisher.publish(decode_event(marker["event"].encode(), DubFailed))
+        await asyncio.to_thread(state.write_json, f"state/{FAILED}", {**marker, "published": True})
 
 
 @dataclass
@@ -178,13 +236,14 @@ class JobStage(StageBase, Generic[E]):
     """A stage that runs once per job; subclasses write :meth:`work` and :meth:`next_events`."""
 
     #: Job markers that end this stage's business with the job (a redelivery does nothing).
-    skip_if_marked: ClassVar[tuple[str, ...]] = ("failed",)
+    skip_if_marked: ClassVar[tuple[str, ...]] = (FAILED,)
     #: The job document (relative to ``jobs/{id}/``) that records this stage's result.
     record: ClassVar[str]
 
     async def handle(self, event: E, attempt: int) -> None:
         state = self.job(event.job_id)
         if await self.run_blocking(state.any_marked, self.skip_if_marked):
+            await JobFailures(self.store, self.publisher).resume(state)
             return
         try:
             result = await self.run_blocking(state.read_json, self.record)
@@ -229,7 +288,8 @@ class ChunkStage(StageBase, Generic[E]):
 
     async def handle(self, event: E, attempt: int) -> None:
         state = self.job(event.job_id)
-        if await self.run_blocking(state.is_marked, "failed"):
+        if await self.run_blocking(state.is_marked, FAILED):
+            await JobFailures(self.store, self.publisher).resume(state)
             return
         manifest = await self.manifest(event.job_id)
         choice = self.engine_of(manifest)

@@ -32,12 +32,12 @@ SubtitleFormat = Literal["srt", "vtt"]
 #: tags hold (``zho``, not the bibliographic ``chi``).
 ISO_639_2 = {"ko": "kor", "en": "eng", "ja": "jpn", "zh": "zho"}
 
-# A cue may end this far past the video's end (subtitle tools often round the
-# last cue up or pad it); such ends are clamped onto the video's end.
-END_TOLERANCE_S = 0.5
-# Overlaps this small come from millisecond rounding in subtitle tools, not
-# from two cues meant to play at once; the earlier cue is cut at the later's start.
-OVERLAP_TOLERANCE_S = 0.001
+# Fixes this small come from millisecond rounding in subtitle tools (an end a
+# millisecond past the next start or the video's end): made without a warning.
+ROUNDING_S = 0.001
+#: The default bound on a trimmed overlap between one speaker's consecutive cues
+#: (``Settings.subtitle_max_overlap_s`` is the configured one).
+DEFAULT_MAX_OVERLAP_S = 0.5
 # Longest speaker label recognised in a ``NAME:`` prefix, so an ordinary
 # sentence containing a colon is not mistaken for one.
 MAX_SPEAKER_WORDS = 3
@@ -360,18 +360,49 @@ def _span(segment: Segment) -> str:
     return f"{_srt_time(segment.start_s)} --> {_srt_time(segment.end_s)}"
 
 
-def validate_segments(
-    segments: Iterable[Segment], video_duration_s: float | None = None
-) -> list[Segment]:
-    """Check segments can be dubbed; return them sorted by start time.
+@dataclass(frozen=True)
+class FittedSegments:
+    """Segments that can be dubbed, and the fixes made to get them (each a sentence naming its line).
 
-    Rejects, naming the line of each problem (up to
-    :data:`MAX_REPORTED_PROBLEMS`): no segments at all, empty text, spans
-    that are zero or negative or start before 0, spans past the video's end
-    (beyond :data:`END_TOLERANCE_S`) and overlapping cues (both are named).
-    Within the tolerances, ends past the video are clamped to it and
-    millisecond overlaps are cut, so the returned slots lie on the timeline
-    and never overlap.
+    The fixes travel into the job's manifest and its QC report, so a person
+    sees what was changed in their file instead of a refusal.
+    """
+
+    segments: list[Segment]
+    fixes: list[str]
+
+
+def _refuse(problems: list[str]) -> InputError:
+    shown = problems[:MAX_REPORTED_PROBLEMS]
+    more = len(problems) - len(shown)
+    reason = "subtitles " + "; ".join(shown)
+    if more:
+        reason += f"; and {more} more problem{'s' if more > 1 else ''}"
+    return InputError(
+        reason,
+        "fix those cues: each needs text and an end after its start, must start before the "
+        "video's end, and may overlap the same speaker's next cue by a short moment at most "
+        "(POLYDUB_SUBTITLE_MAX_OVERLAP_S)",
+    )
+
+
+def fit_segments(
+    segments: Iterable[Segment],
+    video_duration_s: float | None = None,
+    max_overlap_s: float = DEFAULT_MAX_OVERLAP_S,
+) -> FittedSegments:
+    """Segments sorted by start, with what subtitle files get wrong all the time fixed, not refused.
+
+    Fixed, each with a line in :attr:`FittedSegments.fixes`: a cue that runs
+    past the video's end is clipped to it, one that starts at or after it is
+    dropped (there is no picture to dub it on), and a cue overlapping the same
+    speaker's next cue by at most ``max_overlap_s`` ends where the next begins
+    (one voice cannot say two lines at once; a person rounding times made it).
+    Cues of *different* speakers may overlap: both voices are dubbed and mixed.
+    Refused, naming the line of each problem (up to :data:`MAX_REPORTED_PROBLEMS`),
+    is only what cannot be dubbed: no cues, empty text, an end not after the
+    start, a start before 0, an overlap of one speaker beyond the bound, and no
+    cue left inside the video.
     """
     ordered = sorted(segments, key=lambda s: (s.start_s, s.end_s, s.index))
     if not ordered:
@@ -380,6 +411,8 @@ def validate_segments(
             "give subtitles with at least one timed line of text",
         )
     problems: list[str] = []
+    fixes: list[tuple[int, str]] = []  # (line, fix): listed in the file's order
+    dropped: list[tuple[int, str]] = []
     fitted: list[Segment] = []
     for segment in ordered:
         where = f"line {segment.line} ({_span(segment)})"
@@ -390,46 +423,55 @@ def validate_segments(
         if segment.end_s <= segment.start_s:
             kind = "zero" if segment.end_s == segment.start_s else "negative"
             problems.append(f"{where}: the cue has a {kind} duration; its end must come after its start")
-        if video_duration_s is not None:
+        if video_duration_s is not None and segment.end_s > segment.start_s:
             if segment.start_s >= video_duration_s:
-                problems.append(
-                    f"{where}: the cue starts at or after the video's end ({video_duration_s:.3f}s)"
-                )
-            elif segment.end_s > video_duration_s + END_TOLERANCE_S:
-                problems.append(
-                    f"{where}: the cue ends at {segment.end_s:.3f}s, past the video's end "
-                    f"({video_duration_s:.3f}s)"
-                )
-            elif segment.end_s > video_duration_s:
+                dropped.append((segment.line,
+                                f"{where}: the cue starts at or after the video's end ({video_duration_s:.3f}s)"))
+                continue
+            if segment.end_s > video_duration_s:
+                if segment.end_s - video_duration_s > ROUNDING_S:
+                    fixes.append((segment.line, f"{where}: the cue ran past the video's end "
+                                                f"({video_duration_s:.3f}s); it was clipped to end there"))
                 segment = replace(segment, end_s=video_duration_s)
         fitted.append(segment)
+    fixes.extend((line, f"{text}; it was dropped") for line, text in dropped)
+    if not fitted and not problems:
+        problems.extend(text for _, text in dropped)
 
-    latest: Segment | None = None  # the cue reaching furthest so far
+    latest: dict[str | None, int] = {}  # per speaker: the position of its cue reaching furthest so far
     for position, segment in enumerate(fitted):
-        if latest is not None and segment.start_s < latest.end_s:
-            overlap = latest.end_s - segment.start_s
-            if overlap <= OVERLAP_TOLERANCE_S and latest is fitted[position - 1]:
-                fitted[position - 1] = latest = replace(latest, end_s=segment.start_s)
+        before = latest.get(segment.speaker)
+        if before is not None and segment.start_s < fitted[before].end_s:
+            earlier = fitted[before]
+            overlap = earlier.end_s - segment.start_s
+            # Trimmable: a short overlap that leaves the earlier cue a slot of its own.
+            if overlap <= max_overlap_s + ROUNDING_S and segment.start_s > earlier.start_s:
+                if overlap > ROUNDING_S:
+                    fixes.append((earlier.line, f"line {earlier.line} ({_span(earlier)}): the cue overlapped "
+                                                f"the same speaker's next cue at line {segment.line} by "
+                                                f"{overlap:.3f}s; it now ends at {_srt_time(segment.start_s)}"))
+                fitted[before] = replace(earlier, end_s=segment.start_s)
             else:
                 problems.append(
-                    f"line {segment.line} ({_span(segment)}): the cue overlaps the cue at line "
-                    f"{latest.line} ({_span(latest)}) by {overlap:.3f}s"
+                    f"line {segment.line} ({_span(segment)}): the cue overlaps the same speaker's cue at line "
+                    f"{earlier.line} ({_span(earlier)}) by {overlap:.3f}s, more than the "
+                    f"{max_overlap_s:.3f}s that is trimmed"
                 )
-        if latest is None or segment.end_s > latest.end_s:
-            latest = segment
+        if before is None or segment.end_s > fitted[before].end_s:
+            latest[segment.speaker] = position
 
     if problems:
-        shown = problems[:MAX_REPORTED_PROBLEMS]
-        more = len(problems) - len(shown)
-        reason = "subtitles " + "; ".join(shown)
-        if more:
-            reason += f"; and {more} more problem{'s' if more > 1 else ''}"
-        raise InputError(
-            reason,
-            "fix those cues: each needs text and an end after its start, must end by the "
-            "video's end, and must finish before the next cue starts",
-        )
-    return fitted
+        raise _refuse(problems)
+    return FittedSegments(fitted, [text for _, text in sorted(fixes, key=lambda fix: fix[0])])
+
+
+def validate_segments(
+    segments: Iterable[Segment],
+    video_duration_s: float | None = None,
+    max_overlap_s: float = DEFAULT_MAX_OVERLAP_S,
+) -> list[Segment]:
+    """The segments of :func:`fit_segments`, for callers that need no record of the fixes."""
+    return fit_segments(segments, video_duration_s, max_overlap_s).segments
 
 
 # --- writing -------------------------------------------------------------------
@@ -514,9 +556,11 @@ def to_vtt(segments: Iterable[Segment], *, with_speakers: bool = True) -> str:
 
 __all__ = [
     "ISO_639_2",
+    "FittedSegments",
     "Segment",
     "SubtitleFormat",
     "cue_lines",
+    "fit_segments",
     "language_tag",
     "parse_srt",
     "parse_subtitles",

@@ -100,6 +100,21 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER_NAME)
 
 
+def consumer_attributes(topic: str, group: str, partition: int | None, offset: int | None,
+                        key: str | None) -> dict[str, Any]:
+    """OpenTelemetry messaging attributes (semantic conventions 1.26+) of a Kafka record being processed."""
+    return {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.destination.name": topic,
+        "messaging.consumer.group.name": group,
+        "messaging.destination.partition.id": None if partition is None else str(partition),
+        "messaging.kafka.offset": offset,
+        "messaging.kafka.message.key": key,
+    }
+
+
 def inject_headers(headers: dict[str, str]) -> dict[str, str]:
     """Add the current ``traceparent`` (and baggage) to outgoing headers."""
     propagate.inject(headers)
@@ -107,8 +122,9 @@ def inject_headers(headers: dict[str, str]) -> dict[str, str]:
 
 
 @contextmanager
-def start_span(name: str, parent: otel_context.Context | None = None, **attributes: Any) -> Iterator[trace.Span]:
-    """A span with polydub's attributes (``job_id``, ``stage``, ``chunk_index``...)."""
+def start_span(name: str, parent: otel_context.Context | None = None, kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+               **attributes: Any) -> Iterator[trace.Span]:
+    """A span with polydub's attributes (``job_id``, ``stage``, ``chunk_index``...) and its kind."""
     clean = {k: v for k, v in attributes.items() if v is not None}
-    with tracer().start_as_current_span(name, context=parent, attributes=clean) as span:
+    with tracer().start_as_current_span(name, context=parent, kind=kind, attributes=clean) as span:
         yield span

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.speaker import SpeakerEncoder
+from engines.speaker import TOO_LITTLE_SPEECH, SpeakerEncoder
 from serving.interfaces import SPEAKER
 from serving.model import ServedModel, param
 from serving.placement import Placement
-from serving.specs import Item, scalar
+from serving.specs import Item, UnusableInput, scalar
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,12 @@ class SpeakerServed(ServedModel):
                 wave = items[i]["WAVEFORM"]
                 waves[row, : wave.size] = wave
                 lengths[row] = wave.size
-            embeddings = self.encoder.embed(waves, lengths, rate)
+            try:
+                embeddings = self.encoder.embed(waves, lengths, rate)
+            except ValueError as exc:
+                if str(exc).startswith(TOO_LITTLE_SPEECH):  # the clip's condition: no retry can fix it
+                    raise UnusableInput(str(exc)) from exc
+                raise
             for row, i in enumerate(members):
                 results[i] = {"EMBEDDING": embeddings[row].astype(np.float32)}
         return results

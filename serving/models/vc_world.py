@@ -18,7 +18,7 @@ from engines.world_vc import SpeakerStats, WorldVCConfig, convert, estimate_stat
 from serving.interfaces import VC
 from serving.model import PerItemModel
 from serving.placement import Placement
-from serving.specs import Item, scalar
+from serving.specs import Item, UnusableInput, scalar
 
 # Layout of the flat TARGET_STATS vector: these scalars, then the log envelope.
 _SCALARS = ("version", "f0_log_mean", "f0_log_std", "formant_ratio", "sample_rate",
@@ -63,7 +63,11 @@ class WorldServed(PerItemModel):
             # Round-trip through the float32 wire format, so converting from a
             # reference gives exactly what converting from the returned (and
             # cached) statistics gives: redeliveries and neighbour chunks match.
-            target = unpack_stats(pack_stats(estimate_stats(item["REFERENCE"], rate, self.world)))
+            try:
+                estimated = estimate_stats(item["REFERENCE"], rate, self.world)
+            except ValueError as exc:  # too little voiced speech: the clip's condition, not a fault
+                raise UnusableInput(f"REFERENCE: {exc}") from exc
+            target = unpack_stats(pack_stats(estimated))
         else:
             raise ValueError("give REFERENCE (a clip of the target speaker) or TARGET_STATS")
         wave = np.asarray(item["WAVEFORM"], dtype=np.float32)
