@@ -13,10 +13,13 @@ clip's own RMS (``noise_floor_db``), as every real microphone has, brought the w
 error rate of nine clean eSpeak English sentences from 0.86 to 0.10-0.14 (time-reversed
 speech stays above 1.0). The noise is seeded, so a clip always decodes the same way.
 
-Decoding: one ``Decoder`` per recogniser, created once (loading the model takes about a
-second) and reused; every utterance is decoded whole (``full_utt``: cepstral mean
-normalisation over the utterance itself), so the result does not depend on what was
-decoded before. A lock serialises callers of one recogniser (the decoder is not
+Decoding: one ``Decoder`` per recogniser, created once and reused; every utterance is
+decoded whole (``full_utt``) after its feature front end is rebuilt (``reinit_feat``).
+Without that rebuild the front end carries state from the previous utterance: a
+clip's words depended on what the decoder had heard before (three of eight eSpeak
+phrases changed with the order they were decoded in, and a served model's answer
+changed with the requests its instance had served). The rebuild costs about 1 ms; a
+new decoder would cost 250 ms. A lock serialises callers of one recogniser (the decoder is not
 re-entrant); run several recognisers to decode in parallel.
 """
 
@@ -193,6 +196,7 @@ class PocketsphinxRecognizer:
         if pcm.size == 0:
             return ""
         with self._lock:
+            self._decoder.reinit_feat()
             self._decoder.start_utt()
             self._decoder.process_raw(pcm.tobytes(), no_search=False, full_utt=True)
             self._decoder.end_utt()
