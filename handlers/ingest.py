@@ -124,7 +124,8 @@ class IngestStage(JobStage[MediaSubmitted]):
                 else:
                     inputs = validate_inputs(video, _inline_segments(event), self.settings)
                 check_media_limits(inputs.media, self.settings, event.source_uri)
-                check_segment_limits(inputs.segments, self.settings)
+                if event.subtitles.uri is not None:  # inline segments were checked before any fetch
+                    check_segment_limits(inputs.segments, self.settings)
             except InputError as exc:
                 named = _naming_uri(exc, video, event.source_uri)
                 if event.subtitles.uri is not None:  # the subtitles' temporary copy too
@@ -215,10 +216,9 @@ class IngestStage(JobStage[MediaSubmitted]):
 
     def _fetch(self, uri: str, dest: Path, limit: int | None = None, setting: str = "POLYDUB_MAX_SOURCE_BYTES",
                what: str = "source") -> Path:
-        """Bring a submitted URI (checked by :func:`check_source_uri`) to a local file, bounded in size."""
+        """Bring a submitted URI (admitted by :meth:`_check_submission`) to a local file, bounded in size."""
         root = self.store.root_uri
         limit = self.settings.max_source_bytes if limit is None else limit
-        check_source_uri(uri, self.store, self.settings, what)
         try:
             if (key := self.store.key_of(uri)) is not None:
                 self.store.get_file(key, dest)

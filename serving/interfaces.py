@@ -15,6 +15,8 @@ tensors under numpy 2 (see ``serving.specs``).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from engines.wav2lip.config import FACE_SIZE, MEL_BANDS, MEL_STEPS
@@ -149,6 +151,24 @@ AV_SYNC_OUTPUTS = (
 # with a ValueError naming the language.
 #: The language the served ``asr`` model recognises with the model its wheel ships.
 ASR_SHIPPED_LANGUAGE = "en"
+
+
+def asr_model_languages(models_dir: Path | None) -> dict[str, Path | None]:
+    """Each language the ``asr`` model recognises -> its model folder (``None``: the wheel's English).
+
+    One answer for the model (which decoder to build) and for QC (which jobs it can
+    measure): English ships, and every subfolder of ``models_dir`` adds its language.
+    """
+    languages: dict[str, Path | None] = {ASR_SHIPPED_LANGUAGE: None}
+    if models_dir is None:
+        return languages
+    if not Path(models_dir).is_dir():
+        raise ValueError(f"asr parameter models_dir={models_dir} is not a folder; point "
+                         "POLYDUB_QC_ASR_MODELS_DIR at a folder with one PocketSphinx model per language code")
+    for folder in sorted(Path(models_dir).iterdir()):
+        if folder.is_dir():
+            languages[folder.name] = folder
+    return languages
 ASR_INPUTS = (
     TensorSpec("WAVEFORM", F32, (-1,), "Speech of one segment, mono.", length_of="WAVEFORM_LENGTH"),
     TensorSpec("WAVEFORM_LENGTH", I64, (1,), "Valid samples of WAVEFORM."),

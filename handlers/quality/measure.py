@@ -51,7 +51,7 @@ from handlers.runtime.mix import loudness_profile
 from handlers.runtime.settings import Settings
 from handlers.runtime.subtitles import language_tag
 from schemas.errors import InputError, UnusableInputError
-from serving.interfaces import ASR, ASR_SHIPPED_LANGUAGE, AV_SYNC, SPEAKER
+from serving.interfaces import ASR, AV_SYNC, SPEAKER, asr_model_languages
 from serving.specs import scalar
 
 log = logging.getLogger(__name__)
@@ -249,16 +249,14 @@ def asr_languages(settings: Settings) -> frozenset[str]:
     ``POLYDUB_QC_ASR_MODELS_DIR`` adds its language. A folder that does not exist is an
     error, so a misconfigured deployment stops at start, not on a job an hour later.
     """
-    folder = settings.qc_asr_models_dir
-    if folder is None:
-        return frozenset({ASR_SHIPPED_LANGUAGE})
-    if not Path(folder).is_dir():
+    try:
+        return frozenset(asr_model_languages(settings.qc_asr_models_dir))
+    except ValueError as exc:
         raise InputError(
-            f"POLYDUB_QC_ASR_MODELS_DIR is {folder}, which is not a folder",
+            f"POLYDUB_QC_ASR_MODELS_DIR is {settings.qc_asr_models_dir}, which is not a folder",
             "point it at a folder with one PocketSphinx model per language code (ko/, ja/, zh/), "
             "or unset it to measure English only",
-        )
-    return frozenset({ASR_SHIPPED_LANGUAGE} | {p.name for p in Path(folder).iterdir() if p.is_dir()})
+        ) from exc
 
 
 def _segment_span(seg: SegmentTiming) -> tuple[float, float]:

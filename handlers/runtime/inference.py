@@ -278,19 +278,19 @@ class TritonInferenceClient(ItemsClient):
 
     async def is_model_ready(self, model: str) -> bool:
         """Whether Triton has ``model`` loaded and ready (False when it does not answer)."""
-        from tritonclient.utils import InferenceServerException
-
-        try:
-            return bool(await self._client.is_model_ready(model, client_timeout=self._timeout_s))
-        except (InferenceServerException, OSError):
-            return False
+        return await self._answers_yes(self._client.is_model_ready(model, client_timeout=self._timeout_s))
 
     async def is_server_ready(self) -> bool:
         """Whether Triton answers and has every model ready (the breaker's half-open probe)."""
+        return await self._answers_yes(self._client.is_server_ready(client_timeout=self._timeout_s))
+
+    @staticmethod
+    async def _answers_yes(question: Awaitable[bool]) -> bool:
+        """A readiness answer; a server that does not answer is not ready."""
         from tritonclient.utils import InferenceServerException
 
         try:
-            return bool(await self._client.is_server_ready(client_timeout=self._timeout_s))
+            return bool(await question)
         except (InferenceServerException, OSError):
             return False
 

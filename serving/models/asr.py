@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.asr import PocketsphinxRecognizer, RecognizerConfig
-from serving.interfaces import ASR, ASR_SHIPPED_LANGUAGE
+from serving.interfaces import ASR, ASR_SHIPPED_LANGUAGE, asr_model_languages
 from serving.model import PerItemModel, param
 from serving.placement import Placement
 from serving.specs import Item, scalar
@@ -34,20 +34,6 @@ class AsrParameters:
                                     "empty: English only (POLYDUB_QC_ASR_MODELS_DIR).")
 
 
-def model_languages(models_dir: Path | None) -> dict[str, Path | None]:
-    """Each language the model recognises -> its model folder (``None``: the wheel's English)."""
-    languages: dict[str, Path | None] = {ASR_SHIPPED_LANGUAGE: None}
-    if models_dir is None:
-        return languages
-    if not Path(models_dir).is_dir():
-        raise ValueError(f"asr parameter models_dir={models_dir} is not a folder; point "
-                         "POLYDUB_QC_ASR_MODELS_DIR at a folder with one PocketSphinx model per language code")
-    for folder in sorted(Path(models_dir).iterdir()):
-        if folder.is_dir():
-            languages[folder.name] = folder
-    return languages
-
-
 class AsrServed(PerItemModel):
     name = "asr"
     interface = ASR
@@ -57,7 +43,7 @@ class AsrServed(PerItemModel):
 
     def __init__(self, config: AsrParameters, placement: Placement) -> None:
         super().__init__(config, placement)
-        self.languages = model_languages(config.models_dir)
+        self.languages = asr_model_languages(config.models_dir)
         self._recognizers: dict[str, PocketsphinxRecognizer] = {}
         self._building = threading.Lock()
         self.recognizer(ASR_SHIPPED_LANGUAGE)
