@@ -1,8 +1,10 @@
 """Quality of the reference engines, by measurement (issue 3's bars).
 
-* ``vc_quality``: does WORLD conversion move a line towards the reference speaker? GE2E
-  cosine similarity before and after, over pairs of distinct made voices
-  (:mod:`bench.vc_quality`): mean gain and share of pairs improved. The quick run uses six
+* ``vc_quality``: does WORLD conversion move a line towards the reference speaker, and are
+  its words still understood? GE2E cosine similarity before and after, over pairs of distinct
+  made voices (:mod:`bench.vc_quality`): mean gain and share of pairs improved; and the
+  PocketSphinx word error rate of three English lines before and after conversion, per pair,
+  with the share of pairs whose WER rose by at most 0.10. The quick run uses six
   contrasting voices in a ring of pairs; ``--full`` every ordered pair of all eleven.
 * ``duration``: how close eSpeak TTS lands to a target duration of 0.8x..1.3x its natural
   length (rate control, then WSOLA), as the engine's error in percent; how far rate control
@@ -24,6 +26,7 @@ import numpy as np
 from bench.harness import Context, Row, benchmark, median
 from bench.speed import dub_speech
 from bench.vc_quality import DEFAULT_VOICES, evaluate_vc_pairs, summarize
+from engines.asr import PocketsphinxRecognizer
 from serving.batching import join_items
 from serving.interfaces import LIPSYNC_INPUTS
 from serving.specs import text_inputs
@@ -59,7 +62,7 @@ def vc_quality(ctx: Context) -> list[Row]:
     else:
         voices = tuple(DEFAULT_VOICES[i] for i in QUICK_VOICES)
         pairs = _ring_pairs(len(voices), QUICK_PAIR_STEPS)
-    results = evaluate_vc_pairs(voices, pairs)
+    results = evaluate_vc_pairs(voices, pairs, recognizer=PocketsphinxRecognizer())
     summary = summarize(results)
     case = "world/" + ("all_pairs" if ctx.full else "quick_pairs")
     n = len(results)
@@ -72,7 +75,9 @@ def vc_quality(ctx: Context) -> list[Row]:
         pair = f"world/{r.source}->{r.target}"
         rows += [Row("vc_quality", pair, "similarity_before", r.similarity_before, "cosine"),
                  Row("vc_quality", pair, "similarity_after", r.similarity_after, "cosine"),
-                 Row("vc_quality", pair, "gain", r.gain, "cosine")]
+                 Row("vc_quality", pair, "gain", r.gain, "cosine"),
+                 Row("vc_quality", pair, "wer_before", r.wer_before, "fraction"),
+                 Row("vc_quality", pair, "wer_after", r.wer_after, "fraction")]
     return rows
 
 
@@ -82,7 +87,7 @@ def _vc_unit(metric: str) -> str:
         return "pairs"
     if "rtf" in metric:
         return "s/s"
-    return "fraction" if metric.startswith("fraction") else "cosine"
+    return "fraction" if metric.startswith("fraction") or "wer" in metric else "cosine"
 
 
 def _error_pct(samples: int, rate: int, target_s: float) -> float:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from engines.asr import PocketsphinxRecognizer
 from engines.espeak.tts import EspeakTTS
 from engines.speaker import SpeakerEncoder, similarity
 from engines.world_vc import (
@@ -44,6 +45,7 @@ from engines.world_vc import (
     shift_voice,
     warp_ratio,
 )
+from handlers.quality.text import error_rate
 
 __all__ = ["DEFAULT_VOICES", "PairResult", "Voice", "evaluate_vc_pairs", "render_voice", "summarize"]
 
@@ -54,6 +56,17 @@ REFERENCE_TEXTS = (
     "The quick brown fox jumps over the lazy dog while the children watch from the window.",
     "We should probably leave before the storm arrives, the roads will be flooded soon.",
 )
+#: Lines each source voice also speaks when intelligibility is measured: the source line and
+#: two subtitle lines (36 words in all), so one misheard word moves a pair's WER by 0.03, not
+#: the 0.06 of the source line alone.
+INTELLIGIBILITY_TEXTS = (
+    SOURCE_TEXT,
+    "Good morning everyone, how are you today?",
+    "The weather is lovely today, let's have lunch together in the park.",
+)
+#: The bar of issue 12 item 3 (and QC's default ``POLYDUB_QC_MAX_WER_INCREASE``): conversion
+#: may raise a pair's WER by at most this much.
+WER_INCREASE_BOUND = 0.10
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,10 @@ class PairResult:
     #: Seconds of audio converted and wall-clock seconds the conversion took.
     audio_s: float
     convert_s: float
+    #: Word error rate of the recogniser on :data:`INTELLIGIBILITY_TEXTS` spoken by the source
+    #: voice, and on the same lines converted to the target; ``None`` when not measured.
+    wer_before: float | None = None
+    wer_after: float | None = None
 
     @property
     def distinct(self) -> bool:
@@ -118,6 +135,13 @@ class PairResult:
     def gain(self) -> float:
         """How much closer to the target conversion brought the line (cosine units)."""
         return self.similarity_after - self.similarity_before
+
+    @property
+    def wer_increase(self) -> float | None:
+        """How many more words the recogniser loses after conversion (``None``: not measured)."""
+        if self.wer_before is None or self.wer_after is None:
+            return None
+        return self.wer_after - self.wer_before
 
     @property
     def rtf(self) -> float:
@@ -153,11 +177,15 @@ def evaluate_vc_pairs(
     source_text: str = SOURCE_TEXT,
     reference_texts: Sequence[str] = REFERENCE_TEXTS,
     lang: str = "en",
+    recognizer: PocketsphinxRecognizer | None = None,
+    intelligibility_texts: Sequence[str] = INTELLIGIBILITY_TEXTS,
 ) -> list[PairResult]:
     """Convert each source voice's line to each target voice; see the module docs.
 
     ``pairs`` are (source index, target index) into ``voices``; default: every ordered pair
-    of distinct voices.
+    of distinct voices. With a ``recognizer``, each source voice also speaks
+    ``intelligibility_texts``, which are converted the same way, and the pair records the
+    word error rate before and after conversion (similarity stays on ``source_text``).
     """
     cfg = config or WorldVCConfig()
     encoder = encoder or SpeakerEncoder.load()
@@ -182,6 +210,14 @@ def evaluate_vc_pairs(
         start = time.perf_counter()
         analysed[i] = (analyse(lines[i], rate, cfg), time.perf_counter() - start)
 
+    spoken: dict[int, tuple[list[WorldFeatures], float]] = {}
+    if recognizer is not None:
+        for i in sorted({src for src, _ in pairs}):
+            waves, lengths, _ = render_voice(tts, voices[i], intelligibility_texts, lang, cfg)
+            clips = [waves[k, : lengths[k]] for k in range(len(intelligibility_texts))]
+            spoken[i] = ([analyse(c, rate, cfg) for c in clips],
+                         _heard_error_rate(recognizer, clips, rate, intelligibility_texts, lang))
+
     results = []
     for src, tgt in pairs:
         tgt_stats, tgt_embed = refs[tgt]
@@ -201,8 +237,27 @@ def evaluate_vc_pairs(
             target_f0_hz=tgt_stats.f0_mean_hz,
             audio_s=len(line) / rate,
             convert_s=elapsed,
+            **_wer_pair(recognizer, spoken.get(src), tgt_stats, cfg, rate, intelligibility_texts, lang),
         ))
     return results
+
+
+def _heard_error_rate(recognizer: PocketsphinxRecognizer, clips: Sequence[NDArray], rate: int,
+                      texts: Sequence[str], lang: str) -> float:
+    """WER of the recogniser over all clips, as one text (QC scores a dub's segments together)."""
+    heard = " ".join(recognizer.transcribe(c, rate) for c in clips)
+    return error_rate(" ".join(texts), heard, lang)
+
+
+def _wer_pair(recognizer: PocketsphinxRecognizer | None, spoken: tuple[list[WorldFeatures], float] | None,
+              tgt_stats: SpeakerStats, cfg: WorldVCConfig, rate: int, texts: Sequence[str],
+              lang: str) -> dict[str, float]:
+    """``wer_before``/``wer_after`` of one pair, or nothing when intelligibility is not measured."""
+    if recognizer is None or spoken is None:
+        return {}
+    feats, before = spoken
+    converted = [convert_features(f, None, tgt_stats, cfg).astype(np.float32) for f in feats]
+    return {"wer_before": before, "wer_after": _heard_error_rate(recognizer, converted, rate, texts, lang)}
 
 
 def summarize(results: Sequence[PairResult]) -> dict[str, float]:
@@ -219,12 +274,30 @@ def summarize(results: Sequence[PairResult]) -> dict[str, float]:
         "mean_before": float(np.mean([r.similarity_before for r in distinct])),
         "mean_after": float(np.mean([r.similarity_after for r in distinct])),
         "mean_rtf": float(np.mean([r.rtf for r in results])),
+        **_wer_summary(results),
+    }
+
+
+def _wer_summary(results: Sequence[PairResult]) -> dict[str, float]:
+    """Intelligibility over every measured pair: mean WER before/after, mean and largest
+    increase, and the share of pairs within :data:`WER_INCREASE_BOUND` (empty if unmeasured)."""
+    measured = [r for r in results if r.wer_increase is not None]
+    if not measured:
+        return {}
+    increases = np.array([r.wer_increase for r in measured])
+    return {
+        "mean_wer_before": float(np.mean([r.wer_before for r in measured])),
+        "mean_wer_after": float(np.mean([r.wer_after for r in measured])),
+        "mean_wer_increase": float(increases.mean()),
+        "max_wer_increase": float(increases.max()),
+        "fraction_wer_within_bound": float(np.mean(increases <= WER_INCREASE_BOUND + 1e-9)),
     }
 
 
 if __name__ == "__main__":
-    found = evaluate_vc_pairs()
+    found = evaluate_vc_pairs(recognizer=PocketsphinxRecognizer())
     for r in found:
         print(f"{r.source:>14} -> {r.target:<14} before {r.similarity_before:.3f} after {r.similarity_after:.3f} "
-              f"gain {r.gain:+.3f} self {r.target_self_similarity:.3f} warp {r.warp:.3f} f0 {r.source_f0_hz:.0f}->{r.target_f0_hz:.0f} Hz rtf {r.rtf:.3f}")
+              f"gain {r.gain:+.3f} self {r.target_self_similarity:.3f} warp {r.warp:.3f} f0 {r.source_f0_hz:.0f}->{r.target_f0_hz:.0f} Hz "
+              f"wer {r.wer_before:.2f}->{r.wer_after:.2f} rtf {r.rtf:.3f}")
     print(summarize(found))

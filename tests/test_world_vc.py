@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -172,3 +173,24 @@ def test_conversion_moves_espeak_voices_towards_the_reference() -> None:
     assert summary["distinct_pairs"] >= 0.8 * summary["pairs"], "the voice set must be made of distinct voices"
     assert summary["fraction_improved"] >= 0.9
     assert summary["mean_gain"] > 0.05
+
+
+@pytest.mark.slow
+def test_the_benchmark_hears_each_pair_s_words_before_and_after_conversion() -> None:
+    """Issue 12's intelligibility figures come from here: WER before and after per pair."""
+    from bench.vc_quality import DEFAULT_VOICES, WER_INCREASE_BOUND, evaluate_vc_pairs, summarize
+    from engines.asr import PocketsphinxRecognizer
+
+    voices = [v for v in DEFAULT_VOICES if v.name in ("en", "en+f2")]
+    results = evaluate_vc_pairs(voices, [(0, 1), (1, 0)], recognizer=PocketsphinxRecognizer())
+    for r in results:
+        assert r.wer_before is not None and r.wer_after is not None
+        assert r.wer_before <= 0.5, f"clean eSpeak {r.source} should be understood, WER {r.wer_before}"
+        assert r.wer_increase == pytest.approx(r.wer_after - r.wer_before)
+    summary = summarize(results)
+    increases = [r.wer_increase for r in results]
+    assert summary["max_wer_increase"] == pytest.approx(max(increases))
+    assert summary["fraction_wer_within_bound"] == pytest.approx(
+        sum(i <= WER_INCREASE_BOUND + 1e-9 for i in increases) / len(increases))
+    # Without a recogniser the figures are absent, not zero.
+    assert "max_wer_increase" not in summarize([dataclasses.replace(r, wer_after=None) for r in results])
