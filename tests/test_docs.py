@@ -26,3 +26,22 @@ def test_readme_settings_table_matches_the_settings() -> None:
     text = (ROOT / "README.md").read_text()
     assert render_readme(text) == text, "README configuration table is stale; run `make generate`"
     assert settings_markdown() in text
+
+
+def test_the_readme_s_example_event_is_valid_for_its_schema_and_the_workers() -> None:
+    """What an integrator copies from the README must be accepted by the schema and the code."""
+    import json
+
+    import jsonschema
+
+    from schemas.events import MediaSubmitted
+    from schemas.serialization import decode_event
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Submitting from other systems"):]
+    block = section[section.index("```json") + len("```json"): section.index("```", section.index("```json") + 7)]
+    event = json.loads(block)
+    schema = json.loads((ROOT / "schemas" / "events" / "media.submitted.json").read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator(schema).validate(event)
+    decoded = decode_event(json.dumps(event), MediaSubmitted)
+    assert decoded.job_id == event["job_id"] and decoded.subtitles.uri == event["subtitles"]["uri"]
