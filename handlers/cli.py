@@ -173,8 +173,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     from handlers.client import read_status, render_status, status_json
     from handlers.runtime.objectstore import open_store
 
-    status = read_status(open_store(get_settings()), args.job)
-    print(status_json(status) if args.json else render_status(status))
+    settings = get_settings()
+    status = read_status(open_store(settings), args.job)
+    print(status_json(status) if args.json else render_status(status, stalled_after_s=settings.status_stalled_after_s))
     return EXIT_FAILED_JOB if status.state == "failed" else 0
 
 

@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -343,6 +343,8 @@ class JobStatus:
     outputs: dict[str, str] = field(default_factory=dict)
     qc: dict[str, Any] | None = None
     failure: dict[str, Any] | None = None
+    #: When the newest of the job's objects was written (epoch seconds): its last sign of life.
+    updated_at: float | None = None
 
 
 def read_status(store: ObjectStore, job_id: str) -> JobStatus:
@@ -354,8 +356,8 @@ def read_status(store: ObjectStore, job_id: str) -> JobStatus:
     try:
         manifest = state.read_json("manifest.json")
     except ObjectNotFound:
-        if store.list(f"{UPLOAD_PREFIX}/{job_id}/"):
-            return JobStatus(job_id, "submitted", "ingest", 0.0)
+        if (uploaded := store.last_written(f"{UPLOAD_PREFIX}/{job_id}/")) is not None:
+            return JobStatus(job_id, "submitted", "ingest", 0.0, updated_at=uploaded)
         raise InputError(
             f"no job {job_id} in the object store ({store.root_uri})",
             "check the job id, and that POLYDUB_OBJECT_STORE / POLYDUB_S3_BUCKET name the deployment's store",
@@ -370,6 +372,7 @@ def read_status(store: ObjectStore, job_id: str) -> JobStatus:
         media=dict(manifest.get("media") or {}),
         n_segments=len(manifest.get("segments") or ()),
         source_uri=store.uri(manifest["source_key"]) if manifest.get("source_key") else None,
+        updated_at=store.last_written(state.key("")),
     )
     try:
         plan = state.read_json("plan.json")
@@ -412,8 +415,12 @@ def read_status(store: ObjectStore, job_id: str) -> JobStatus:
     return status
 
 
-def render_status(status: JobStatus) -> str:
-    """``polydub status`` output: the state first, details after."""
+def render_status(status: JobStatus, *, stalled_after_s: float, now: float | None = None) -> str:
+    """``polydub status`` output: the state first, details after.
+
+    A job still under way says which stage it waits for and since when; past
+    ``stalled_after_s`` without a change it says so, and where to look.
+    """
     lines = [f"job       {status.job_id}"]
     if status.state == "running":
         chunks = ""
@@ -421,12 +428,15 @@ def render_status(status: JobStatus) -> str:
             chunks = f" ({status.chunks_done[status.stage]}/{status.chunks_total} chunks)"
         lines.append(f"state     running: {status.stage}{chunks}")
     elif status.state == "submitted":
-        lines.append("state     submitted: inputs uploaded, waiting for ingest (is a worker running it?)")
+        lines.append("state     submitted: inputs uploaded, waiting for ingest")
     elif status.state == "failed":
         lines.append(f"state     FAILED in {status.stage or '?'}")
     else:
         lines.append("state     completed")
     lines.append(f"progress  {status.progress * 100:.0f}%")
+    if status.state in ("running", "submitted") and status.updated_at is not None:
+        lines += _waiting_lines(status.stage or "?", status.updated_at, stalled_after_s,
+                                time.time() if now is None else now)
     if status.media:
         m = status.media
         lines.append(
@@ -454,6 +464,28 @@ def render_status(status: JobStatus) -> str:
         if f.get("fix"):
             lines.append(f"fix       {f['fix']}")
     return "\n".join(lines)
+
+
+def _waiting_lines(stage: str, since: float, stalled_after_s: float, now: float) -> list[str]:
+    """What a job under way waits for and since when; a hint of where to look once it stalls."""
+    idle_s = max(0.0, now - since)
+    stamp = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    lines = [f"waiting   for {stage} since {stamp} ({_duration(idle_s)} ago)"]
+    if idle_s >= stalled_after_s:
+        lines.append(f"STALLED   nothing of this job changed for {_duration(idle_s)} (POLYDUB_STATUS_STALLED_AFTER_S "
+                     f"{stalled_after_s:g} s): is a worker consuming {stage}? see `polydub stack status`, the "
+                     "workers' /healthz and their logs for this job id")
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``7 min 5 s``, ``3 h 2 min``: an age a person reads at a glance."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
 
 
 def status_json(status: JobStatus) -> str:

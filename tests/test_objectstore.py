@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -29,6 +30,9 @@ from infra.process import free_ports
 from infra.seaweed import SeaweedServer
 from schemas.errors import InputError, ObjectNotFound, StorageError
 from tests.fixtures.servers import TEST_BUCKET, seaweed_store
+
+#: SeaweedFS stamps objects with whole seconds, and its clock is this host's: one second either way.
+CLOCK_SLACK_S = 1.0
 
 BAD_KEYS = [
     "",
@@ -115,6 +119,16 @@ class ObjectStoreContract:
         assert store.list(self.prefix) == sorted(self.k(n) for n in names)
         assert store.list(self.k("nothing/")) == []
         assert store.list(self.k("a/sub/")) == [self.k("a/sub/x")]
+
+    def test_listing_says_when_each_key_was_last_written(self, store: ObjectStore) -> None:
+        before = time.time() - CLOCK_SLACK_S
+        store.put_bytes(self.k("when/first"), b"1")
+        store.put_bytes(self.k("when/second"), b"2")
+        listing = store.listing(self.k("when/"))
+        assert sorted(listing) == [self.k("when/first"), self.k("when/second")]
+        assert all(before <= t <= time.time() + CLOCK_SLACK_S for t in listing.values())
+        assert store.last_written(self.k("when/")) == max(listing.values())
+        assert store.last_written(self.k("never/")) is None
 
     def test_delete_is_idempotent(self, store: ObjectStore) -> None:
         store.put_bytes(self.k("gone/soon"), b"x")

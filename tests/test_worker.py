@@ -358,9 +358,31 @@ def test_status_of_a_running_job_names_its_stage_and_chunk_progress(tmp_path: Pa
     assert (status.state, status.stage, status.chunks_total) == ("running", "conversion", 3)
     assert status.chunks_done == {"synthesis": 3, "conversion": 1, "lipsync": 0}
     assert 0.36 < status.progress < 0.56  # synthesis done, a third of conversion
-    text = render_status(status)
+    text = render_status(status, stalled_after_s=300.0)
     assert "state     running: conversion (1/3 chunks)" in text
     assert "24.0 s  256x256 @ 25 fps  5 segment(s) -> ja" in text
+    assert "waiting   for conversion since " in text and "STALLED" not in text
+
+
+def test_status_says_since_when_a_job_waits_and_calls_it_stalled_past_the_bound(tmp_path: Path) -> None:
+    from handlers.client import read_status, render_status
+
+    store = _store_with_job(tmp_path, "job-stuck", chunks=2, done={"synthesis": 2})
+    status = read_status(store, "job-stuck")
+    newest = max(store.listing("jobs/job-stuck/").values())
+    assert status.updated_at == newest
+    fresh = render_status(status, stalled_after_s=300.0, now=newest + 42)
+    assert "waiting   for conversion since " in fresh and "(42 s ago)" in fresh and "STALLED" not in fresh
+    stalled = render_status(status, stalled_after_s=300.0, now=newest + 425)
+    assert "(7 min 5 s ago)" in stalled
+    assert "STALLED   nothing of this job changed for 7 min 5 s" in stalled
+    assert "is a worker consuming conversion?" in stalled
+    # A finished job waits for nothing, however old.
+    from handlers.runtime.jobstate import JobState
+
+    JobState(store, "job-stuck").mark("completed")
+    done = render_status(read_status(store, "job-stuck"), stalled_after_s=300.0, now=newest + 10_000)
+    assert "waiting" not in done and "STALLED" not in done
 
 
 def test_status_of_a_failed_job_shows_code_reason_and_fix(tmp_path: Path) -> None:
@@ -373,7 +395,7 @@ def test_status_of_a_failed_job_shows_code_reason_and_fix(tmp_path: Path) -> Non
     JobState(store, "job-bad").mark("failed", error.as_dict())  # what the bus writes
     status = read_status(store, "job-bad")
     assert status.state == "failed"
-    text = render_status(status)
+    text = render_status(status, stalled_after_s=300.0)
     assert "state     FAILED in synthesis" in text
     assert "failure   [110 inference_failed] model 'vc_rvc' kept failing" in text
     assert "fix       check the Triton log" in text

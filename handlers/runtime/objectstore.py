@@ -98,8 +98,18 @@ class ObjectStore(ABC):
         """Whether object ``key`` exists (a mere key prefix is not an object)."""
 
     @abstractmethod
+    def listing(self, prefix: str = "") -> dict[str, float]:
+        """Every key starting with ``prefix`` (a plain string prefix), with when it was last
+        written (seconds since the epoch): one listing answers both "what is there" and "how
+        long ago did anything change", which is what a stalled job is noticed by."""
+
     def list(self, prefix: str = "") -> list[str]:
         """Every key starting with ``prefix`` (a plain string prefix), sorted."""
+        return sorted(self.listing(prefix))
+
+    def last_written(self, prefix: str) -> float | None:
+        """When anything under ``prefix`` was last written (epoch seconds); ``None`` if nothing is."""
+        return max(self.listing(prefix).values(), default=None)
 
     @abstractmethod
     def delete(self, key: str) -> None:
@@ -268,15 +278,15 @@ class LocalObjectStore(ObjectStore):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def list(self, prefix: str = "") -> list[str]:
+    def listing(self, prefix: str = "") -> dict[str, float]:
         # Walk only the deepest folder the prefix names, then filter by the full prefix.
         folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         start = self.root.joinpath(*folder.split("/")) if folder else self.root
         if folder:
             self._path(folder)  # validates the folder part of the prefix
         if not start.is_dir():
-            return []
-        keys: list[str] = []
+            return {}
+        found: dict[str, float] = {}
         for dirpath, dirnames, filenames in os.walk(start):
             if Path(dirpath) == self.root and _LOCAL_TMP in dirnames:
                 dirnames.remove(_LOCAL_TMP)
@@ -284,8 +294,11 @@ class LocalObjectStore(ObjectStore):
             for name in filenames:
                 key = name if rel == "." else f"{rel}/{name}"
                 if key.startswith(prefix):
-                    keys.append(key)
-        return sorted(keys)
+                    try:
+                        found[key] = os.stat(os.path.join(dirpath, name)).st_mtime
+                    except FileNotFoundError:  # deleted since the walk saw it
+                        continue
+        return found
 
     def delete(self, key: str) -> None:
         path = self._path(key)
@@ -476,16 +489,16 @@ class S3ObjectStore(ObjectStore):
             return False
         return True
 
-    def list(self, prefix: str = "") -> list[str]:
+    def listing(self, prefix: str = "") -> dict[str, float]:
         paginator = self.client.get_paginator("list_objects_v2")
-        keys: list[str] = []
+        found: dict[str, float] = {}
 
         def collect() -> None:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-                keys.extend(item["Key"] for item in page.get("Contents", []))
+                found.update((item["Key"], item["LastModified"].timestamp()) for item in page.get("Contents", []))
 
         self._call(prefix, collect)
-        return sorted(keys)
+        return found
 
     def delete(self, key: str) -> None:
         self._call(key, self.client.delete_object, Bucket=self.bucket, Key=validate_key(key))

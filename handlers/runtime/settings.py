@@ -202,6 +202,10 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Longest one inference call waits on an open breaker before it fails as one "
         "attempt (and is retried within the budget); keep it under `POLYDUB_MAX_HANDLER_SECONDS`.",
     )
+    status_stalled_after_s: float = Field(
+        300.0, gt=0, description="`polydub status` calls a running job stalled when none of its objects has "
+        "changed for this long, in seconds, and says which stage it waits for (is a worker consuming it?).",
+    )
     retry_backoff_s: float = Field(
         0.5, ge=0.0, description="First retry delay in seconds; doubles on every attempt."
     )
