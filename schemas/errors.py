@@ -58,6 +58,17 @@ class InferenceError(PolydubError):
     retryable = True
 
 
+class StageTimeoutError(PolydubError):
+    """A stage did not finish one event in time: stuck work, retried like a transient fault.
+
+    Whatever the stuck call still does in a worker thread cannot be stopped from here;
+    it only ever writes the deterministic keys a redelivery writes too.
+    """
+
+    code = StatusCode.TIMEOUT
+    retryable = True
+
+
 class StorageError(PolydubError):
     """The object store failed; transient unless the object is simply missing."""
 

@@ -241,6 +241,51 @@ async def test_last_attempt_fails_the_job_with_the_errors_code_and_count() -> No
     assert on_failure.calls == [(event, error)]
 
 
+class HangingStage(ScriptedStage):
+    """A stage whose model never answers (or, with ``own_timeout``, whose client times out itself)."""
+
+    def __init__(self, own_timeout: bool = False) -> None:
+        super().__init__()
+        self.own_timeout = own_timeout
+
+    async def handle(self, event: ChunkPlanned, attempt: int) -> None:
+        self.calls.append((event, attempt))
+        if self.own_timeout:
+            raise TimeoutError("read timed out")
+        await asyncio.Event().wait()
+
+
+async def test_stuck_work_times_out_and_is_retried_then_fails_with_the_timeout_code() -> None:
+    event = _chunk_event()
+    settings = _settings(stage_timeout_s=0.05, retry_max_attempts=2)
+    first = MemoryPublisher()
+    assert await process_event(HangingStage(), encode_event(event), 0, SOURCE, first, settings) is Outcome.RETRY_SCHEDULED
+    retry = _only(first, RetryScheduled)
+    assert "stage synthesis did not finish this event within 0.05 s (POLYDUB_STAGE_TIMEOUT_S)" in retry.reason
+
+    last = MemoryPublisher()
+    assert await process_event(HangingStage(), encode_event(event), 1, SOURCE, last, settings) is Outcome.FAILED
+    failed = _only(last, DubFailed)
+    assert failed.status is StatusCode.TIMEOUT
+    assert failed.reason.startswith("stage synthesis did not finish this event within 0.05 s")
+    assert "raise POLYDUB_STAGE_TIMEOUT_S" in (failed.fix or "")
+
+
+async def test_a_timeout_the_handler_raises_itself_is_not_called_stuck_work() -> None:
+    publisher = MemoryPublisher()
+    settings = _settings(stage_timeout_s=30.0, retry_max_attempts=1)
+    outcome = await process_event(HangingStage(own_timeout=True), encode_event(_chunk_event()), 0, SOURCE,
+                                  publisher, settings)
+    assert outcome is Outcome.FAILED
+    failed = _only(publisher, DubFailed)
+    assert failed.status is StatusCode.INTERNAL_ERROR and "TimeoutError: read timed out" in failed.reason
+
+
+def test_the_stage_timeout_must_fit_inside_the_broker_s_poll_interval() -> None:
+    with pytest.raises(ValueError, match="POLYDUB_STAGE_TIMEOUT_S .* must be below POLYDUB_MAX_HANDLER_SECONDS"):
+        Settings(stage_timeout_s=600.0, max_handler_seconds=600.0)
+
+
 async def test_input_error_fails_the_job_at_once_without_retry() -> None:
     event = _chunk_event()
     publisher = MemoryPublisher()

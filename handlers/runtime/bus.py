@@ -43,7 +43,7 @@ from handlers.runtime.logs import bind_job
 from handlers.runtime.metrics import FAILURES, IN_FLIGHT, STAGE_OUTCOMES
 from handlers.runtime.settings import Settings
 from handlers.runtime.telemetry import consumer_attributes, start_span
-from schemas.errors import PolydubError
+from schemas.errors import PolydubError, StageTimeoutError
 from schemas.events import DeadLetter, DubFailed, Envelope, RetryScheduled
 from schemas.serialization import EventDecodeError, decode_event, encode_event
 from schemas.status import StatusCode
@@ -237,7 +237,7 @@ async def _process(
         attempt=attempt,
     ) as span:
         try:
-            await stage.handle(event, attempt)
+            await _handle_in_time(stage, event, attempt, settings.stage_timeout_s)
             span.set_attribute("status", "done")
             return Outcome.DONE
         except PolydubError as exc:
@@ -289,6 +289,26 @@ async def _process(
             await publisher.publish(failed)
         log.error("job failed", extra={"code": int(error.code), "reason": reason})
         return Outcome.FAILED
+
+
+async def _handle_in_time(stage: Stage, event: Any, attempt: int, timeout_s: float) -> None:
+    """``stage.handle`` bounded by ``timeout_s``; stuck work becomes a retryable timeout.
+
+    Only the deadline's own expiry is a stage timeout: a ``TimeoutError`` the handler
+    raises itself (a socket, a client) keeps its meaning.
+    """
+    deadline = asyncio.timeout(timeout_s)
+    try:
+        async with deadline:
+            await stage.handle(event, attempt)
+    except TimeoutError as exc:
+        if not deadline.expired():
+            raise
+        raise StageTimeoutError(
+            f"stage {stage.name} did not finish this event within {timeout_s:g} s (POLYDUB_STAGE_TIMEOUT_S)",
+            "if the input is just large, raise POLYDUB_STAGE_TIMEOUT_S (below POLYDUB_MAX_HANDLER_SECONDS); "
+            "otherwise look in this worker's log for the job id: a model or the object store may hang",
+        ) from exc
 
 
 def dead_letter(raw: bytes, error: str, source: Source) -> DeadLetter:

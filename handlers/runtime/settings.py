@@ -202,6 +202,11 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Longest one inference call waits on an open breaker before it fails as one "
         "attempt (and is retried within the budget); keep it under `POLYDUB_MAX_HANDLER_SECONDS`.",
     )
+    stage_timeout_s: float = Field(
+        480.0, gt=0, description="Longest one stage may work on one event, in seconds; past it the work counts "
+        "as stuck and is retried within `POLYDUB_RETRY_BUDGET_S`, then fails with code 140 (timeout). Keep it "
+        "under `POLYDUB_MAX_HANDLER_SECONDS`, or the broker takes the partition away first.",
+    )
     status_stalled_after_s: float = Field(
         300.0, gt=0, description="`polydub status` calls a running job stalled when none of its objects has "
         "changed for this long, in seconds, and says which stage it waits for (is a worker consuming it?).",
@@ -413,6 +418,14 @@ class Settings(BaseSettings):
         if value not in FULL_BAND_RATES:
             raise ValueError(f"{value} Hz is not a full-band rate; use one of {', '.join(map(str, FULL_BAND_RATES))}")
         return value
+
+    @model_validator(mode="after")
+    def _timeout_inside_the_poll_interval(self) -> Settings:
+        if self.stage_timeout_s >= self.max_handler_seconds:
+            raise ValueError(f"POLYDUB_STAGE_TIMEOUT_S ({self.stage_timeout_s:g}) must be below "
+                             f"POLYDUB_MAX_HANDLER_SECONDS ({self.max_handler_seconds:g}): a stuck handler must "
+                             "time out before the broker gives its partition to another consumer")
+        return self
 
     @model_validator(mode="after")
     def _bounded_retries(self) -> Settings:
