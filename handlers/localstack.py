@@ -22,6 +22,7 @@ infra's errors are polydub's (``infra.errors``), so the CLI prints its usual
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TextIO
@@ -126,8 +127,21 @@ def stack_up(
     ``POLYDUB_*`` variables it printed.
     """
     stack_dir = settings.stack_dir.resolve()
+    services = tuple(services)
     stack = stack_from_settings(settings.model_copy(update={"stack_dir": stack_dir}), services)
-    return stackstate.start_detached(stack, topic_prefix=settings.topic_prefix, out=out)
+    exports = stackstate.start_detached(stack, topic_prefix=settings.topic_prefix, out=out)
+    if "broker" in services and settings.stack_broker_storage == "memory":
+        print(MEMORY_BROKER_WARNING, file=sys.stderr)
+    return exports
+
+
+#: What ``stack up`` says when its broker keeps the log in memory (stderr, so ``eval`` of the
+#: exports is unaffected): a restart of that broker loses every accepted job.
+MEMORY_BROKER_WARNING = (
+    "warning: the stack's broker keeps its log in memory (POLYDUB_STACK_BROKER_STORAGE=memory): if the broker "
+    "stops, every topic, offset and job still in flight is lost. For a stack that must survive a broker "
+    "restart, set POLYDUB_STACK_BROKER_STORAGE=s3 (the log on the stack's SeaweedFS)."
+)
 
 
 def stack_down(settings: Settings, *, out: TextIO | None = None) -> list[str]:

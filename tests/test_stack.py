@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handlers.localstack import settings_from_env, stack_down, stack_status, stack_up
+from handlers.localstack import MEMORY_BROKER_WARNING, settings_from_env, stack_down, stack_status, stack_up
 from handlers.runtime.objectstore import open_store
 from handlers.runtime.served import models_to_load
 from handlers.runtime.settings import Settings
@@ -410,6 +410,8 @@ def test_stack_up_status_down_detached(stack_settings: Settings) -> None:
     }  # fmt: skip
     assert exports["POLYDUB_OBJECT_STORE"] == "s3" and exports["POLYDUB_INFERENCE"] == "triton"
     assert f"# created {len(ALL_TOPICS)} topic(s)" in done.stdout
+    # The default broker loses its log on a restart, and says so where a person reads it.
+    assert MEMORY_BROKER_WARNING in done.stderr and "POLYDUB_STACK_BROKER_STORAGE=s3" in done.stderr
     assert set(ALL_TOPICS) <= set(asyncio.run(_list_topics(exports["POLYDUB_BOOTSTRAP_SERVERS"])))
 
     state_path = stack_settings.stack_dir / "stack.json"
