@@ -46,6 +46,7 @@ from engines.world_vc import (
     warp_ratio,
 )
 from handlers.quality.text import error_rate
+from handlers.runtime.settings import Settings
 
 __all__ = ["DEFAULT_VOICES", "PairResult", "Voice", "evaluate_vc_pairs", "render_voice", "summarize"]
 
@@ -56,17 +57,16 @@ REFERENCE_TEXTS = (
     "The quick brown fox jumps over the lazy dog while the children watch from the window.",
     "We should probably leave before the storm arrives, the roads will be flooded soon.",
 )
-#: Lines each source voice also speaks when intelligibility is measured: the source line and
-#: two subtitle lines (36 words in all), so one misheard word moves a pair's WER by 0.03, not
-#: the 0.06 of the source line alone.
-INTELLIGIBILITY_TEXTS = (
-    SOURCE_TEXT,
+#: Lines each source voice also speaks when intelligibility is measured: with the source line,
+#: 36 words in all, so one misheard word moves a pair's WER by 0.03, not the 0.06 of the
+#: source line alone.
+EXTRA_INTELLIGIBILITY_TEXTS = (
     "Good morning everyone, how are you today?",
     "The weather is lovely today, let's have lunch together in the park.",
 )
-#: The bar of issue 12 item 3 (and QC's default ``POLYDUB_QC_MAX_WER_INCREASE``): conversion
+#: The bar of issue 12 item 3, QC's own default (``POLYDUB_QC_MAX_WER_INCREASE``): conversion
 #: may raise a pair's WER by at most this much.
-WER_INCREASE_BOUND = 0.10
+WER_INCREASE_BOUND: float = Settings.model_fields["qc_max_wer_increase"].default
 
 
 @dataclass(frozen=True)
@@ -119,8 +119,9 @@ class PairResult:
     #: Seconds of audio converted and wall-clock seconds the conversion took.
     audio_s: float
     convert_s: float
-    #: Word error rate of the recogniser on :data:`INTELLIGIBILITY_TEXTS` spoken by the source
-    #: voice, and on the same lines converted to the target; ``None`` when not measured.
+    #: Word error rate of the recogniser on the source line and :data:`EXTRA_INTELLIGIBILITY_TEXTS`
+    #: spoken by the source voice, and on the same lines converted to the target; ``None`` when
+    #: not measured.
     wer_before: float | None = None
     wer_after: float | None = None
 
@@ -178,14 +179,14 @@ def evaluate_vc_pairs(
     reference_texts: Sequence[str] = REFERENCE_TEXTS,
     lang: str = "en",
     recognizer: PocketsphinxRecognizer | None = None,
-    intelligibility_texts: Sequence[str] = INTELLIGIBILITY_TEXTS,
+    extra_texts: Sequence[str] = EXTRA_INTELLIGIBILITY_TEXTS,
 ) -> list[PairResult]:
     """Convert each source voice's line to each target voice; see the module docs.
 
     ``pairs`` are (source index, target index) into ``voices``; default: every ordered pair
-    of distinct voices. With a ``recognizer``, each source voice also speaks
-    ``intelligibility_texts``, which are converted the same way, and the pair records the
-    word error rate before and after conversion (similarity stays on ``source_text``).
+    of distinct voices. With a ``recognizer``, each source voice also speaks ``extra_texts``,
+    converted the same way, and the pair records the word error rate of ``source_text`` and
+    those lines before and after conversion (similarity stays on ``source_text``).
     """
     cfg = config or WorldVCConfig()
     encoder = encoder or SpeakerEncoder.load()
@@ -210,13 +211,14 @@ def evaluate_vc_pairs(
         start = time.perf_counter()
         analysed[i] = (analyse(lines[i], rate, cfg), time.perf_counter() - start)
 
+    heard_texts = (source_text, *extra_texts)
     spoken: dict[int, tuple[list[WorldFeatures], float]] = {}
     if recognizer is not None:
         for i in sorted({src for src, _ in pairs}):
-            waves, lengths, _ = render_voice(tts, voices[i], intelligibility_texts, lang, cfg)
-            clips = [waves[k, : lengths[k]] for k in range(len(intelligibility_texts))]
-            spoken[i] = ([analyse(c, rate, cfg) for c in clips],
-                         _heard_error_rate(recognizer, clips, rate, intelligibility_texts, lang))
+            waves, lengths, _ = render_voice(tts, voices[i], extra_texts, lang, cfg)
+            extras = [waves[k, : lengths[k]] for k in range(len(extra_texts))]
+            spoken[i] = ([analyse(c, rate, cfg) for c in extras],
+                         _heard_error_rate(recognizer, [lines[i], *extras], rate, heard_texts, lang))
 
     results = []
     for src, tgt in pairs:
@@ -237,7 +239,7 @@ def evaluate_vc_pairs(
             target_f0_hz=tgt_stats.f0_mean_hz,
             audio_s=len(line) / rate,
             convert_s=elapsed,
-            **_wer_pair(recognizer, spoken.get(src), tgt_stats, cfg, rate, intelligibility_texts, lang),
+            **_wer_pair(recognizer, spoken.get(src), converted, tgt_stats, cfg, rate, heard_texts, lang),
         ))
     return results
 
@@ -250,13 +252,14 @@ def _heard_error_rate(recognizer: PocketsphinxRecognizer, clips: Sequence[NDArra
 
 
 def _wer_pair(recognizer: PocketsphinxRecognizer | None, spoken: tuple[list[WorldFeatures], float] | None,
-              tgt_stats: SpeakerStats, cfg: WorldVCConfig, rate: int, texts: Sequence[str],
-              lang: str) -> dict[str, float]:
-    """``wer_before``/``wer_after`` of one pair, or nothing when intelligibility is not measured."""
+              converted_line: NDArray[np.float32], tgt_stats: SpeakerStats, cfg: WorldVCConfig, rate: int,
+              texts: Sequence[str], lang: str) -> dict[str, float]:
+    """``wer_before``/``wer_after`` of one pair (its source line already converted), or nothing
+    when intelligibility is not measured."""
     if recognizer is None or spoken is None:
         return {}
-    feats, before = spoken
-    converted = [convert_features(f, None, tgt_stats, cfg).astype(np.float32) for f in feats]
+    extras, before = spoken
+    converted = [converted_line, *(convert_features(f, None, tgt_stats, cfg).astype(np.float32) for f in extras)]
     return {"wer_before": before, "wer_after": _heard_error_rate(recognizer, converted, rate, texts, lang)}
 
 

@@ -41,6 +41,7 @@ from handlers.runtime.logs import bind_job
 from handlers.runtime.objectstore import ObjectStore
 from handlers.runtime.settings import Settings
 from handlers.runtime.subtitles import subtitle_format
+from handlers.tracing_view import NS_PER_S, format_duration
 from schemas.errors import InputError, ObjectNotFound, PolydubError
 from schemas.events import DubCompleted, DubFailed, DubStatus, EngineChoice, MediaSubmitted, SpeakerVoice, SubtitlesRef
 from schemas.status import StatusCode
@@ -372,8 +373,10 @@ def read_status(store: ObjectStore, job_id: str) -> JobStatus:
         media=dict(manifest.get("media") or {}),
         n_segments=len(manifest.get("segments") or ()),
         source_uri=store.uri(manifest["source_key"]) if manifest.get("source_key") else None,
-        updated_at=store.last_written(state.key("")),
     )
+    # One listing of the job answers its last sign of life, the chunk markers and the outputs.
+    written = store.listing(state.key(""))
+    status.updated_at = max(written.values(), default=None)
     try:
         plan = state.read_json("plan.json")
     except ObjectNotFound:
@@ -381,7 +384,8 @@ def read_status(store: ObjectStore, job_id: str) -> JobStatus:
     if plan is not None:
         n = len(plan["chunks"])
         status.chunks_total = n
-        markers = [k for k in store.list(state.key("chunks/")) if k.endswith(f"/{keys.DONE_MARKER}")]
+        chunks_prefix = state.key("chunks/")
+        markers = [k for k in written if k.startswith(chunks_prefix) and k.endswith(f"/{keys.DONE_MARKER}")]
         status.chunks_done = {s: sum(1 for k in markers if k.endswith(f"/{s}/{keys.DONE_MARKER}")) for s in CHUNK_STAGES}
         status.chunks = [
             {"index": row.chunk_index, "stage": row.stage, "timings_s": row.timings_s, "attempts": row.attempts}
@@ -394,7 +398,8 @@ def read_status(store: ObjectStore, job_id: str) -> JobStatus:
     if state.is_marked("merged"):
         status.stage = "qc"
         status.progress = 1.0 - STAGE_BY_NAME["qc"].progress_weight
-    status.outputs = {key.rsplit("/", 1)[-1]: store.uri(key) for key in store.list(state.key("output/"))}
+    output_prefix = state.key("output/")
+    status.outputs = {key.rsplit("/", 1)[-1]: store.uri(key) for key in sorted(written) if key.startswith(output_prefix)}
     if store.exists(keys.qc_key(job_id)):
         report = orjson.loads(store.get_bytes(keys.qc_key(job_id)))
         checks = report.get("checks", [])
@@ -470,22 +475,13 @@ def _waiting_lines(stage: str, since: float, stalled_after_s: float, now: float)
     """What a job under way waits for and since when; a hint of where to look once it stalls."""
     idle_s = max(0.0, now - since)
     stamp = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    lines = [f"waiting   for {stage} since {stamp} ({_duration(idle_s)} ago)"]
+    idle = format_duration(round(idle_s * NS_PER_S))
+    lines = [f"waiting   for {stage} since {stamp} ({idle} ago)"]
     if idle_s >= stalled_after_s:
-        lines.append(f"STALLED   nothing of this job changed for {_duration(idle_s)} (POLYDUB_STATUS_STALLED_AFTER_S "
+        lines.append(f"STALLED   nothing of this job changed for {idle} (POLYDUB_STATUS_STALLED_AFTER_S "
                      f"{stalled_after_s:g} s): is a worker consuming {stage}? see `polydub stack status`, the "
                      "workers' /healthz and their logs for this job id")
     return lines
-
-
-def _duration(seconds: float) -> str:
-    """``42 s``, ``7 min 5 s``, ``3 h 2 min``: an age a person reads at a glance."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60} s"
-    return f"{s // 3600} h {s % 3600 // 60} min"
 
 
 def status_json(status: JobStatus) -> str:

@@ -152,6 +152,19 @@ AV_SYNC_OUTPUTS = (
 #: The language the served ``asr`` model recognises with the model its wheel ships.
 ASR_SHIPPED_LANGUAGE = "en"
 
+ASR_INPUTS = (
+    TensorSpec("WAVEFORM", F32, (-1,), "Speech of one segment, mono.", length_of="WAVEFORM_LENGTH"),
+    TensorSpec("WAVEFORM_LENGTH", I64, (1,), "Valid samples of WAVEFORM."),
+    TensorSpec("SAMPLE_RATE", I32, (1,), "Sample rate of WAVEFORM in Hz."),
+    TensorSpec("LANG", U8, (-1,), "Language spoken: ko, en, ja or zh (UTF-8 bytes).", length_of="LANG_LENGTH",
+               utf8=True),
+    TensorSpec("LANG_LENGTH", I64, (1,), "Bytes of LANG."),
+)
+ASR_OUTPUTS = (
+    TensorSpec("TEXT", U8, (-1,), "The transcription, UTF-8 bytes.", length_of="TEXT_LENGTH", utf8=True),
+    TensorSpec("TEXT_LENGTH", I64, (1,), "Bytes of TEXT."),
+)
+
 
 def asr_model_languages(models_dir: Path | None) -> dict[str, Path | None]:
     """Each language the ``asr`` model recognises -> its model folder (``None``: the wheel's English).
@@ -169,18 +182,7 @@ def asr_model_languages(models_dir: Path | None) -> dict[str, Path | None]:
         if folder.is_dir():
             languages[folder.name] = folder
     return languages
-ASR_INPUTS = (
-    TensorSpec("WAVEFORM", F32, (-1,), "Speech of one segment, mono.", length_of="WAVEFORM_LENGTH"),
-    TensorSpec("WAVEFORM_LENGTH", I64, (1,), "Valid samples of WAVEFORM."),
-    TensorSpec("SAMPLE_RATE", I32, (1,), "Sample rate of WAVEFORM in Hz."),
-    TensorSpec("LANG", U8, (-1,), "Language spoken: ko, en, ja or zh (UTF-8 bytes).", length_of="LANG_LENGTH",
-               utf8=True),
-    TensorSpec("LANG_LENGTH", I64, (1,), "Bytes of LANG."),
-)
-ASR_OUTPUTS = (
-    TensorSpec("TEXT", U8, (-1,), "The transcription, UTF-8 bytes.", length_of="TEXT_LENGTH", utf8=True),
-    TensorSpec("TEXT_LENGTH", I64, (1,), "Bytes of TEXT."),
-)
+
 
 TTS = Interface("tts", TTS_INPUTS, TTS_OUTPUTS)
 VC = Interface("vc", VC_INPUTS, VC_OUTPUTS)

@@ -372,10 +372,10 @@ def test_status_says_since_when_a_job_waits_and_calls_it_stalled_past_the_bound(
     newest = max(store.listing("jobs/job-stuck/").values())
     assert status.updated_at == newest
     fresh = render_status(status, stalled_after_s=300.0, now=newest + 42)
-    assert "waiting   for conversion since " in fresh and "(42 s ago)" in fresh and "STALLED" not in fresh
+    assert "waiting   for conversion since " in fresh and "(42.00s ago)" in fresh and "STALLED" not in fresh
     stalled = render_status(status, stalled_after_s=300.0, now=newest + 425)
-    assert "(7 min 5 s ago)" in stalled
-    assert "STALLED   nothing of this job changed for 7 min 5 s" in stalled
+    assert "(7m05s ago)" in stalled
+    assert "STALLED   nothing of this job changed for 7m05s" in stalled
     assert "is a worker consuming conversion?" in stalled
     # A finished job waits for nothing, however old.
     from handlers.runtime.jobstate import JobState
